@@ -1,0 +1,98 @@
+"""Settings: every knob overlay has, parsed once from an environment mapping.
+
+Pure: ``Settings.from_env(os.environ)`` is called by the processes' entry points,
+which pass the result down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from overlay.errors import ConfigError
+
+GPU_METRICS_MODES = ("auto", "real", "fake")
+EXECUTORS = ("subprocess", "fake")
+LOG_FORMATS = ("text", "json")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``"zone=a,tier=prod"`` -> ``{"zone": "a", "tier": "prod"}``; raise ConfigError if malformed."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"label {item!r} is not key=value", setting="NODE_LABELS")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """overlay's configuration. Field ``foo_bar`` is read from ``FOO_BAR``."""
+
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/overlay"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    scheduler_policy: str = "first-fit"
+    heartbeat_interval_s: float = 5.0
+    reconcile_interval_s: float = 3.0
+    node_ttl_s: float = 15.0
+    node_name: str = ""
+    node_labels: dict[str, str] = field(default_factory=dict)
+    agent_port: int = 8001
+    gpu_metrics_mode: str = "auto"
+    fake_gpus: str = ""
+    log_dir: str = "var/logs"
+    executor: str = "subprocess"
+    job_user: str = ""
+    overlay_api_token: str = ""
+    overlay_admin_token: str = ""
+    max_body_bytes: int = 1024 * 1024
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Read every field from ``environ`` (unset keeps the default); raise ConfigError."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        settings = cls(**values)
+        settings = replace(settings, **overrides) if overrides else settings
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        _one_of("GPU_METRICS_MODE", self.gpu_metrics_mode, GPU_METRICS_MODES)
+        _one_of("EXECUTOR", self.executor, EXECUTORS)
+        _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
+        for name in ("heartbeat_interval_s", "reconcile_interval_s", "node_ttl_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be > 0", setting=name.upper())
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}", setting=name)
+
+
+def _convert(name: str, annotation: object, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name.upper()}={raw!r} is not a number", setting=name.upper()) from e
+    if kind.startswith("dict"):
+        return parse_labels(raw)
+    return raw

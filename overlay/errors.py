@@ -1,0 +1,62 @@
+"""The one error tree: every error overlay raises on purpose is an OverlayError."""
+
+from __future__ import annotations
+
+
+class OverlayError(Exception):
+    """Root of overlay's errors; ``message`` is for a person, ``fields`` for a machine."""
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+
+class ConfigError(OverlayError):
+    """A setting from the environment is missing or malformed."""
+
+
+class JobNotFound(OverlayError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} does not exist", job_id=job_id)
+        self.job_id = job_id
+
+
+class NodeNotFound(OverlayError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"node {name!r} does not exist", node=name)
+        self.name = name
+
+
+class DuplicateJob(OverlayError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} already exists", job_id=job_id)
+        self.job_id = job_id
+
+
+class InvalidTransition(OverlayError):
+    def __init__(self, *, job_id: str, current: str, target: str) -> None:
+        super().__init__(
+            f"job {job_id!r} cannot go from {current} to {target}",
+            job_id=job_id,
+            current=current,
+            target=target,
+        )
+        self.job_id, self.current, self.target = job_id, current, target
+
+
+class UnknownPolicy(OverlayError):
+    def __init__(self, name: str, supported: list[str]) -> None:
+        super().__init__(
+            f"unknown policy {name!r}; supported: {', '.join(supported)}",
+            policy=name,
+            supported=supported,
+        )
+
+
+class StorageUnavailable(OverlayError):
+    """Postgres did not answer or refused the work."""
+
+
+class GpuProbeError(OverlayError):
+    """The GPU probe could not start (NVML missing in real mode) or failed to read."""

@@ -1,0 +1,118 @@
+"""Domain values: what a job asks for, what a GPU and a node are, what placement decides.
+
+Frozen, keyword-only dataclasses; the store converts rows to these at its edge.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from overlay.states import JobState
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class NodeState(str, enum.Enum):
+    ONLINE = "online"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """What a user asked for: the command and the resources it needs."""
+
+    job_id: str
+    cmd: tuple[str, ...]
+    image: str = ""
+    env: Mapping[str, str] = EMPTY
+    gpus: int = 0
+    gpu_memory_mb: int = 0
+    gpu_model: str = ""
+    node_selector: Mapping[str, str] = EMPTY
+    priority: int = 0
+    timeout_s: int | None = None
+    max_retries: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A job as stored: its spec plus where it is in its life."""
+
+    spec: JobSpec
+    state: JobState
+    attempt: int = 0
+    node: str | None = None
+    gpus: tuple[int, ...] = ()
+    exit_code: int | None = None
+    reason: str | None = None
+    enqueued_at: datetime | None = None
+    placed_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuDevice:
+    """One GPU as its probe last saw it. Memory in MiB, power in watts."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_total_mb: int
+    memory_used_mb: int = 0
+    memory_free_mb: int = 0
+    utilization_gpu_pct: int = 0
+    utilization_memory_pct: int = 0
+    temperature_c: int | None = None
+    power_draw_w: float | None = None
+    power_limit_w: float | None = None
+    compute_capability: str | None = None
+    mig_mode: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeReport:
+    """Everything one sampling of a node's GPUs found."""
+
+    mode: str  # "real" or "fake"
+    gpus: tuple[GpuDevice, ...]
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSnapshot:
+    """A node as placement sees it: its GPUs, labels, state and which GPUs are held."""
+
+    name: str
+    gpus: tuple[GpuDevice, ...]
+    labels: Mapping[str, str] = EMPTY
+    state: NodeState = NodeState.ONLINE
+    taken: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Placement's yes: run the job on ``node`` with these GPU indices."""
+
+    node: str
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoFit:
+    """Placement's no, with a reason a person can act on."""
+
+    reason: str
+    details: Mapping[str, Any] = field(default_factory=dict)
