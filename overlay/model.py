@@ -9,15 +9,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
 from overlay.states import JobState
 
-EMPTY: Mapping[str, str] = MappingProxyType({})
-
-
-class NodeState(str, enum.Enum):
+class NodeState(enum.StrEnum):
     ONLINE = "online"
     DRAINING = "draining"
     OFFLINE = "offline"
@@ -30,11 +26,11 @@ class JobSpec:
     job_id: str
     cmd: tuple[str, ...]
     image: str = ""
-    env: Mapping[str, str] = EMPTY
+    env: Mapping[str, str] = field(default_factory=dict)
     gpus: int = 0
     gpu_memory_mb: int = 0
     gpu_model: str = ""
-    node_selector: Mapping[str, str] = EMPTY
+    node_selector: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
     timeout_s: int | None = None
     max_retries: int = 0
@@ -97,7 +93,7 @@ class NodeSnapshot:
 
     name: str
     gpus: tuple[GpuDevice, ...]
-    labels: Mapping[str, str] = EMPTY
+    labels: Mapping[str, str] = field(default_factory=dict)
     state: NodeState = NodeState.ONLINE
     taken: frozenset[int] = frozenset()
 
@@ -116,3 +112,14 @@ class NoFit:
 
     reason: str
     details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeInfo:
+    """A node as people see it: the snapshot plus its agent's health and who holds each GPU."""
+
+    snapshot: NodeSnapshot
+    hostname: str
+    agent_health: Mapping[str, Any]
+    last_seen: datetime
+    holders: Mapping[int, str] = field(default_factory=dict)
