@@ -17,13 +17,13 @@ EXECUTORS = ("subprocess", "fake")
 LOG_FORMATS = ("text", "json")
 
 
-def parse_labels(text: str) -> dict[str, str]:
+def parse_labels(text: str, *, setting: str = "NODE_LABELS") -> dict[str, str]:
     """``"zone=a,tier=prod"`` -> ``{"zone": "a", "tier": "prod"}``; raise ConfigError if malformed."""
     labels: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"label {item!r} is not key=value", setting="NODE_LABELS")
+            raise ConfigError(f"{setting}: {item!r} is not key=value", setting=setting)
         labels[key.strip()] = value.strip()
     return labels
 
@@ -94,5 +94,5 @@ def _convert(name: str, annotation: object, raw: str) -> Any:
     except ValueError as e:
         raise ConfigError(f"{name.upper()}={raw!r} is not a number", setting=name.upper()) from e
     if kind.startswith("dict"):
-        return parse_labels(raw)
+        return parse_labels(raw, setting=name.upper())
     return raw

@@ -60,3 +60,22 @@ class StorageUnavailable(OverlayError):
 
 class GpuProbeError(OverlayError):
     """The GPU probe could not start (NVML missing in real mode) or failed to read."""
+
+
+class StaleAttempt(OverlayError):
+    """A message or a late report speaks for an attempt that is no longer current."""
+
+    def __init__(self, *, job_id: str, attempt: int, current: int) -> None:
+        super().__init__(
+            f"job {job_id!r} attempt {attempt} is stale (current attempt {current})",
+            job_id=job_id,
+            attempt=attempt,
+            current=current,
+        )
+
+
+class GpuTaken(OverlayError):
+    """Another job already holds one of the GPUs an allocation asked for."""
+
+    def __init__(self, *, node: str, gpus: tuple[int, ...]) -> None:
+        super().__init__(f"a GPU of {gpus} on {node} is already held", node=node, gpus=gpus)

@@ -7,7 +7,7 @@ import enum
 from overlay.errors import InvalidTransition
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     PLACED = "PLACED"
     RUNNING = "RUNNING"

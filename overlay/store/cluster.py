@@ -1,0 +1,49 @@
+"""Cluster-wide settings changed at run time, kept in the settings table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from overlay.store.tables import SettingRow
+
+ACTIVE_POLICY = "active_policy"
+RECONCILE = "reconcile"
+
+
+def active_policy(session: Session, *, default: str) -> str:
+    value = get(session, ACTIVE_POLICY)
+    return str(value) if value else default
+
+
+def set_active_policy(session: Session, name: str) -> None:
+    put(session, ACTIVE_POLICY, name)
+
+
+def get(session: Session, key: str, *, lock: bool = False) -> Any:
+    stmt = select(SettingRow.value).where(SettingRow.key == key)
+    return session.scalar(stmt.with_for_update() if lock else stmt)
+
+
+def put(session: Session, key: str, value: Any) -> None:
+    stmt = pg_insert(SettingRow).values(key=key, value=value)
+    session.execute(stmt.on_conflict_do_update(index_elements=[SettingRow.key], set_={"value": value}))
+
+
+def reconcile_state(session: Session) -> tuple[datetime | None, datetime | None]:
+    """(previous reconcile tick, node expiry paused until), locked for this tick."""
+    value = get(session, RECONCILE, lock=True) or {}
+    return _time(value.get("tick")), _time(value.get("paused_until"))
+
+
+def save_reconcile_state(session: Session, *, tick: datetime, paused_until: datetime | None) -> None:
+    put(session, RECONCILE, {"tick": tick.isoformat(),
+                             "paused_until": paused_until.isoformat() if paused_until else None})
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

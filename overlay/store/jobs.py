@@ -1,0 +1,318 @@
+"""The job repository: insert, read, list and move jobs, one job event per transition."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from overlay.errors import DuplicateJob, GpuTaken, JobNotFound, StaleAttempt
+from overlay.model import Job, JobSpec, NodeState, Placement
+from overlay.states import JobState, check_transition
+from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
+
+TIMESTAMP_FOR = {
+    JobState.PLACED: "placed_at",
+    JobState.RUNNING: "started_at",
+    JobState.DONE: "finished_at",
+    JobState.FAILED: "finished_at",
+    JobState.CANCELLED: "finished_at",
+}
+
+
+def to_spec(row: JobRow) -> JobSpec:
+    return JobSpec(
+        job_id=row.job_id,
+        cmd=tuple(row.cmd),
+        image=row.image,
+        env=dict(row.env),
+        gpus=row.gpus,
+        gpu_memory_mb=row.gpu_memory_mb,
+        gpu_model=row.gpu_model,
+        node_selector=dict(row.node_selector),
+        priority=row.priority,
+        timeout_s=row.timeout_s,
+        max_retries=row.max_retries,
+    )
+
+
+def to_job(row: JobRow) -> Job:
+    return Job(
+        spec=to_spec(row),
+        state=JobState(row.state),
+        attempt=row.attempt,
+        node=row.node,
+        gpus=tuple(row.gpu_indices),
+        exit_code=row.exit_code,
+        reason=row.reason,
+        enqueued_at=row.enqueued_at,
+        placed_at=row.placed_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
+    """Store a new QUEUED job and its first event; raise DuplicateJob if the id exists.
+
+    ON CONFLICT DO NOTHING keeps concurrent submits of one id from erroring in
+    Postgres: exactly one insert returns a row.
+    """
+    values = dict(
+        job_id=spec.job_id,
+        state=JobState.QUEUED.value,
+        cmd=list(spec.cmd),
+        image=spec.image,
+        env=dict(spec.env),
+        gpus=spec.gpus,
+        gpu_memory_mb=spec.gpu_memory_mb,
+        gpu_model=spec.gpu_model,
+        node_selector=dict(spec.node_selector),
+        priority=spec.priority,
+        timeout_s=spec.timeout_s,
+        max_retries=spec.max_retries,
+        attempt=0,
+        gpu_indices=[],
+        log_tail="",
+        enqueued_at=now,
+    )
+    stmt = pg_insert(JobRow).values(**values).on_conflict_do_nothing().returning(JobRow)
+    row = session.scalars(stmt).one_or_none()
+    if row is None:
+        raise DuplicateJob(spec.job_id)
+    _event(session, spec.job_id, None, JobState.QUEUED, now=now, attempt=0, reason="submitted")
+    return to_job(row)
+
+
+def get_job(session: Session, job_id: str, *, lock: bool = False) -> JobRow:
+    """The job's row (locked FOR UPDATE if asked); raise JobNotFound."""
+    stmt = select(JobRow).where(JobRow.job_id == job_id)
+    row = session.scalars(stmt.with_for_update() if lock else stmt).one_or_none()
+    if row is None:
+        raise JobNotFound(job_id)
+    return row
+
+
+def list_jobs(
+    session: Session, *, state: JobState | None, limit: int, offset: int
+) -> tuple[list[Job], int]:
+    """One page of jobs, newest first, and how many match in all."""
+    where = [JobRow.state == state.value] if state else []
+    total = session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
+    rows = session.scalars(
+        select(JobRow)
+        .where(*where)
+        .order_by(JobRow.enqueued_at.desc(), JobRow.job_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [to_job(r) for r in rows], total
+
+
+def queued_jobs(session: Session) -> list[Job]:
+    rows = session.scalars(select(JobRow).where(JobRow.state == JobState.QUEUED.value))
+    return [to_job(r) for r in rows]
+
+
+def transition(
+    session: Session,
+    job_id: str,
+    target: JobState,
+    *,
+    now: datetime,
+    reason: str | None = None,
+    attempt: int | None = None,
+    keep_gpus: bool = False,
+    **changes: Any,
+) -> Job:
+    """Move a job to ``target`` under a row lock, record the event, free GPUs on leaving.
+
+    Raises JobNotFound, InvalidTransition, or StaleAttempt when ``attempt`` is
+    given and is not the job's current attempt. ``keep_gpus`` leaves the GPUs held
+    (a cancelled job's process may still be dying; its agent frees them).
+    """
+    row = get_job(session, job_id, lock=True)
+    if attempt is not None and attempt != row.attempt:
+        raise StaleAttempt(job_id=job_id, attempt=attempt, current=row.attempt)
+    current = JobState(row.state)
+    check_transition(job_id, current, target)
+    row.state = target.value
+    row.reason = reason
+    if target in TIMESTAMP_FOR:
+        setattr(row, TIMESTAMP_FOR[target], now)
+    for name, value in changes.items():
+        setattr(row, name, value)
+    if (target.terminal or target is JobState.QUEUED) and not keep_gpus:
+        release_gpus(session, job_id)
+    _event(session, job_id, current, target, now=now, attempt=row.attempt, reason=reason,
+           node=row.node, gpus=row.gpu_indices)
+    session.flush()
+    return to_job(row)
+
+
+def cancel(session: Session, job_id: str, *, now: datetime) -> Job:
+    """Cancel a job. A running job keeps its GPUs until its agent has killed it."""
+    running = get_job(session, job_id).state == JobState.RUNNING.value
+    return transition(
+        session, job_id, JobState.CANCELLED, now=now, reason="cancelled by user", keep_gpus=running
+    )
+
+
+def place(session: Session, job_id: str, placement: Placement, *, now: datetime) -> Job:
+    """Record a placement: hold the GPUs, then QUEUED -> PLACED with a new attempt.
+
+    Raises GpuTaken if another job holds one of the GPUs (the allocations'
+    primary key is the last word on double-booking), JobNotFound, InvalidTransition.
+    """
+    row = get_job(session, job_id, lock=True)
+    check_transition(job_id, JobState(row.state), JobState.PLACED)
+    if placement.gpus:
+        try:
+            with session.begin_nested():
+                session.execute(
+                    insert(GpuAllocationRow),
+                    [
+                        dict(node=placement.node, gpu_index=i, job_id=job_id,
+                             attempt=row.attempt + 1, allocated_at=now)
+                        for i in placement.gpus
+                    ],
+                )
+        except IntegrityError as e:
+            raise GpuTaken(node=placement.node, gpus=placement.gpus) from e
+    return _placed(session, row, placement, now=now)
+
+
+def _placed(session: Session, row: JobRow, placement: Placement, *, now: datetime) -> Job:
+    row.attempt += 1
+    row.state = JobState.PLACED.value
+    row.node = placement.node
+    row.gpu_indices = list(placement.gpus)
+    row.placed_at = now
+    row.started_at = None
+    row.reason = None
+    _event(session, row.job_id, JobState.QUEUED, JobState.PLACED, now=now, attempt=row.attempt,
+           node=row.node, gpus=row.gpu_indices)
+    session.flush()
+    return to_job(row)
+
+
+def set_waiting_reasons(session: Session, reasons: dict[str, str]) -> None:
+    """Record why queued jobs wait, touching only rows whose reason changed."""
+    for job_id, reason in reasons.items():
+        session.execute(
+            update(JobRow)
+            .where(JobRow.job_id == job_id, JobRow.state == JobState.QUEUED.value)
+            .where(JobRow.reason.is_distinct_from(reason))
+            .values(reason=reason)
+        )
+
+
+def release_gpus(session: Session, job_id: str, *, attempt: int | None = None) -> None:
+    """Free the job's GPUs (only those of ``attempt``, if given)."""
+    stmt = delete(GpuAllocationRow).where(GpuAllocationRow.job_id == job_id)
+    if attempt is not None:
+        stmt = stmt.where(GpuAllocationRow.attempt == attempt)
+    session.execute(stmt)
+
+
+def finish(
+    session: Session,
+    job_id: str,
+    *,
+    attempt: int,
+    target: JobState,
+    now: datetime,
+    reason: str | None,
+    exit_code: int | None,
+    log_tail: str,
+) -> Job | None:
+    """Record how an attempt ended and free its GPUs; None if the job moved on without it.
+
+    A job cancelled while running is already CANCELLED: the end only adds the exit
+    code and output. A stale attempt (the job was retried elsewhere) records nothing.
+    """
+    row = get_job(session, job_id, lock=True)
+    if row.attempt != attempt:
+        release_gpus(session, job_id, attempt=attempt)
+        return None
+    if row.state == JobState.RUNNING.value:
+        return transition(session, job_id, target, now=now, reason=reason, attempt=attempt,
+                          exit_code=exit_code, log_tail=log_tail)
+    row.exit_code, row.log_tail = exit_code, log_tail
+    release_gpus(session, job_id, attempt=attempt)
+    return None
+
+
+def active_on_offline_nodes(session: Session) -> list[Job]:
+    """PLACED or RUNNING jobs whose node is offline or unknown."""
+    live = select(NodeRow.name).where(NodeRow.state == NodeState.ONLINE.value)
+    rows = session.scalars(
+        select(JobRow)
+        .where(JobRow.state.in_([JobState.PLACED.value, JobState.RUNNING.value]))
+        .where(JobRow.node.not_in(live))
+    )
+    return [to_job(r) for r in rows]
+
+
+def stale_placements(session: Session, *, placed_before: datetime) -> list[Job]:
+    """PLACED jobs whose run_job has not started them since ``placed_before``."""
+    rows = session.scalars(
+        select(JobRow)
+        .where(JobRow.state == JobState.PLACED.value)
+        .where(JobRow.placed_at < placed_before)
+    )
+    return [to_job(r) for r in rows]
+
+
+def release_stray_allocations(session: Session, *, before: datetime) -> int:
+    """Free GPUs still held for attempts that ended before ``before`` (their agent died
+    while killing them); return how many."""
+    active = [JobState.PLACED.value, JobState.RUNNING.value]
+    stray = (
+        select(GpuAllocationRow.job_id, GpuAllocationRow.attempt)
+        .join(JobRow, JobRow.job_id == GpuAllocationRow.job_id)
+        .where(GpuAllocationRow.allocated_at < before)
+        .where((JobRow.state.not_in(active)) | (JobRow.attempt != GpuAllocationRow.attempt))
+        .where(func.coalesce(JobRow.finished_at, GpuAllocationRow.allocated_at) < before)
+    )
+    pairs = session.execute(stray).all()
+    for job_id, attempt in set(pairs):
+        release_gpus(session, job_id, attempt=attempt)
+    return len(pairs)
+
+
+def events(session: Session, job_id: str) -> Sequence[JobEventRow]:
+    return session.scalars(
+        select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.id)
+    ).all()
+
+
+def _event(
+    session: Session,
+    job_id: str,
+    from_state: JobState | None,
+    to_state: JobState,
+    *,
+    now: datetime,
+    attempt: int,
+    reason: str | None = None,
+    node: str | None = None,
+    gpus: list[int] | None = None,
+) -> None:
+    session.add(
+        JobEventRow(
+            job_id=job_id,
+            at=now,
+            from_state=from_state.value if from_state else None,
+            to_state=to_state.value,
+            attempt=attempt,
+            node=node,
+            gpu_indices=list(gpus or []),
+            reason=reason,
+        )
+    )

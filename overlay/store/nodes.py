@@ -1,0 +1,116 @@
+"""The node repository: heartbeats in, live node snapshots and views out, drain flags."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from overlay.errors import NodeNotFound
+from overlay.model import GpuDevice, NodeInfo, NodeSnapshot, NodeState, ProbeReport
+from overlay.store.tables import GpuAllocationRow, GpuRow, NodeRow
+
+GPU_FIELDS = (
+    "uuid", "name", "memory_total_mb", "memory_used_mb", "memory_free_mb",
+    "utilization_gpu_pct", "utilization_memory_pct", "temperature_c",
+    "power_draw_w", "power_limit_w", "compute_capability", "mig_mode",
+)
+
+
+def record_heartbeat(
+    session: Session,
+    *,
+    name: str,
+    hostname: str,
+    labels: dict[str, str],
+    report: ProbeReport,
+    agent_health: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Upsert the node (online, seen now) and replace its GPU rows with what the probe saw."""
+    node = dict(hostname=hostname, labels=labels, state=NodeState.ONLINE.value,
+                agent_health=agent_health, last_seen=now)
+    session.execute(
+        pg_insert(NodeRow)
+        .values(name=name, draining=False, registered_at=now, **node)
+        .on_conflict_do_update(index_elements=[NodeRow.name], set_=node)
+    )
+    seen = [g.index for g in report.gpus]
+    session.execute(delete(GpuRow).where(GpuRow.node == name, GpuRow.index.not_in(seen)))
+    if report.gpus:
+        stmt = pg_insert(GpuRow).values(
+            [dict(node=name, index=g.index, updated_at=now, **_gpu_values(g)) for g in report.gpus]
+        )
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[GpuRow.node, GpuRow.index],
+                set_={f: stmt.excluded[f] for f in (*GPU_FIELDS, "updated_at")},
+            )
+        )
+
+
+def expire_nodes(session: Session, *, cutoff: datetime) -> list[str]:
+    """Mark online nodes last seen before ``cutoff`` offline; return their names."""
+    rows = session.execute(
+        update(NodeRow)
+        .where(NodeRow.state == NodeState.ONLINE.value)
+        .where(NodeRow.last_seen < cutoff)
+        .values(state=NodeState.OFFLINE.value)
+        .returning(NodeRow.name)
+    )
+    return sorted(rows.scalars())
+
+
+def set_draining(session: Session, name: str, draining: bool) -> None:
+    """Set or clear a node's drain flag; raise NodeNotFound."""
+    result = session.execute(
+        update(NodeRow).where(NodeRow.name == name).values(draining=draining).returning(NodeRow.name)
+    )
+    if result.scalar_one_or_none() is None:
+        raise NodeNotFound(name)
+
+
+def live_snapshots(session: Session, *, now: datetime, ttl_s: float) -> list[NodeSnapshot]:
+    """Snapshots of the nodes placement may use: seen within the TTL."""
+    return [info.snapshot for info in node_infos(session, now=now, ttl_s=ttl_s)]
+
+
+def node_infos(
+    session: Session, *, now: datetime, ttl_s: float, include_offline: bool = False
+) -> list[NodeInfo]:
+    """Every live node (and the dead ones if asked) with GPUs and GPU holders, by name."""
+    cutoff = now - timedelta(seconds=ttl_s)
+    query = select(NodeRow).order_by(NodeRow.name)
+    if not include_offline:
+        query = query.where(NodeRow.state == NodeState.ONLINE.value, NodeRow.last_seen >= cutoff)
+    nodes = session.scalars(query).all()
+    gpus: dict[str, list[GpuDevice]] = defaultdict(list)
+    for g in session.scalars(select(GpuRow).order_by(GpuRow.node, GpuRow.index)):
+        gpus[g.node].append(GpuDevice(index=g.index, **{f: getattr(g, f) for f in GPU_FIELDS}))
+    holders: dict[str, dict[int, str]] = defaultdict(dict)
+    for a in session.scalars(select(GpuAllocationRow)):
+        holders[a.node][a.gpu_index] = a.job_id
+    return [_info(n, gpus[n.name], holders[n.name], cutoff) for n in nodes]
+
+
+def _info(row: NodeRow, gpus: list[GpuDevice], holders: dict[int, str], cutoff: datetime) -> NodeInfo:
+    if row.state != NodeState.ONLINE.value or row.last_seen < cutoff:
+        state = NodeState.OFFLINE
+    else:
+        state = NodeState.DRAINING if row.draining else NodeState.ONLINE
+    snapshot = NodeSnapshot(
+        name=row.name, gpus=tuple(gpus), labels=dict(row.labels), state=state,
+        taken=frozenset(holders),
+    )
+    return NodeInfo(
+        snapshot=snapshot, hostname=row.hostname, agent_health=dict(row.agent_health),
+        last_seen=row.last_seen, holders=dict(holders),
+    )
+
+
+def _gpu_values(g: GpuDevice) -> dict[str, Any]:
+    return {f: getattr(g, f) for f in GPU_FIELDS}

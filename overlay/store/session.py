@@ -1,0 +1,70 @@
+"""Engines and sessions, creating the database when missing, and running migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from overlay.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine that notices dead connections (Postgres restarts) before using them."""
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        connect_args={"connect_timeout": 3},
+    )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in ``url`` if it is missing; True if it was created.
+
+    Raises StorageUnavailable when the server does not answer.
+    """
+    target = make_url(url)
+    admin = create_engine(
+        target.set(database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 3},
+    )
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(
+                text("select 1 from pg_database where datname = :n"), {"n": target.database}
+            )
+            if exists:
+                return False
+            conn.execute(text(f'create database "{target.database}"'))
+            log.info("created database %s", target.database)
+            return True
+    except OperationalError as e:
+        raise StorageUnavailable(f"Postgres at {target.host}:{target.port} did not answer: {e.orig}") from e
+    finally:
+        admin.dispose()
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to Alembic's head."""
+    from alembic.config import Config
+
+    from alembic import command
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")

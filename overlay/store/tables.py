@@ -1,0 +1,131 @@
+"""SQLAlchemy table models: jobs, job events, nodes, GPUs, GPU allocations, settings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # The column is `status` so `select job_id,status from jobs` reads naturally;
+    # the attribute and the API field are `state`.
+    state: Mapped[str] = mapped_column("status", String(16), index=True)
+    cmd: Mapped[list[Any]]
+    image: Mapped[str] = mapped_column(Text, default="")
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_model: Mapped[str] = mapped_column(String(128), default="")
+    node_selector: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    timeout_s: Mapped[int | None] = mapped_column(Integer)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    node: Mapped[str | None] = mapped_column(String(128))
+    gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    placed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobEventRow(Base):
+    """Append-only: one row per state transition, with when and why."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    node: Mapped[str | None] = mapped_column(String(128))
+    gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # "online" or "offline" as reconcile last judged it; draining is a separate flag
+    # so undrain restores whatever liveness says.
+    state: Mapped[str] = mapped_column(String(16), default="online")
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    agent_health: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GpuRow(Base):
+    __tablename__ = "gpus"
+
+    node: Mapped[str] = mapped_column(
+        ForeignKey("nodes.name", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(255))
+    memory_total_mb: Mapped[int] = mapped_column(Integer)
+    memory_used_mb: Mapped[int] = mapped_column(Integer, default=0)
+    memory_free_mb: Mapped[int] = mapped_column(Integer, default=0)
+    utilization_gpu_pct: Mapped[int] = mapped_column(Integer, default=0)
+    utilization_memory_pct: Mapped[int] = mapped_column(Integer, default=0)
+    temperature_c: Mapped[int | None] = mapped_column(Integer)
+    power_draw_w: Mapped[float | None] = mapped_column(Float)
+    power_limit_w: Mapped[float | None] = mapped_column(Float)
+    compute_capability: Mapped[str | None] = mapped_column(String(16))
+    mig_mode: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GpuAllocationRow(Base):
+    """A GPU held by a job. The primary key makes double-booking a GPU impossible."""
+
+    __tablename__ = "gpu_allocations"
+    # No foreign key to gpus: a GPU that drops out of the heartbeat keeps its holder
+    # recorded until the job ends.
+    node: Mapped[str] = mapped_column(String(128), primary_key=True)
+    gpu_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    allocated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SettingRow(Base):
+    """Cluster-wide settings changed at run time (the active policy)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONB)
