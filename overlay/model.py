@@ -13,6 +13,7 @@ from typing import Any
 
 from overlay.states import JobState
 
+
 class NodeState(enum.StrEnum):
     ONLINE = "online"
     DRAINING = "draining"
