@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from overlay.config import Settings
+from overlay.store.tables import JobEventRow, JobRow
+from web.app import create_app
+from web.dispatch import Dispatcher
+from web.services import Services
+
+
+@pytest.fixture
+def app(settings: Settings, sessions) -> Flask:
+    services = Services(settings=settings, sessions=sessions, dispatcher=Dispatcher(settings.redis_url))
+    return create_app(settings, services=services)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def count_rows(sessions):
+    """How many jobs and job events the database holds."""
+
+    def count() -> tuple[int, int]:
+        with sessions() as s:
+            return (
+                s.scalar(select(func.count()).select_from(JobRow)),
+                s.scalar(select(func.count()).select_from(JobEventRow)),
+            )
+
+    return count

@@ -1,0 +1,85 @@
+"""POST /api/jobs and GET /api/jobs/<id> against the real database and Redis."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from sqlalchemy import text
+
+from overlay.config import Settings
+from web.app import create_app
+from web.dispatch import Dispatcher
+from web.services import Services
+
+SMOKE = {"job_id": "m2-smoke", "image": "alpine", "cmd": ["echo", "hi"]}
+
+
+def test_submit_stores_a_queued_job_with_its_enqueue_time(client):
+    # When the README's job is submitted
+    created = client.post("/api/jobs", json=SMOKE)
+    # Then it is created QUEUED, and reading it back says the same
+    assert created.status_code == 201, created.json
+    shown = client.get("/api/jobs/m2-smoke").json
+    assert shown["state"] == "QUEUED"
+    assert shown["timestamps"]["enqueued"]
+    assert shown["request"]["cmd"] == ["echo", "hi"]
+    assert shown["request"]["image"] == "alpine"
+    assert shown["attempt"] == 0
+
+
+def test_the_jobs_table_keeps_the_state_in_a_column_named_status(client, sessions):
+    client.post("/api/jobs", json=SMOKE)
+    with sessions() as s:
+        rows = s.execute(text("select job_id, status from jobs")).all()
+    assert rows == [("m2-smoke", "QUEUED")]
+
+
+def test_submit_sends_the_schedule_message_to_jobs_queue(client, redis_url):
+    client.post("/api/jobs", json=SMOKE)
+    messages = redis.Redis.from_url(redis_url).lrange("jobs:queue", 0, -1)
+    assert len(messages) == 1
+    assert json.loads(messages[0])["headers"]["task"] == "overlay.schedule"
+
+
+def test_submit_without_a_job_id_gets_one(client):
+    created = client.post("/api/jobs", json={"cmd": ["true"]})
+    assert created.status_code == 201
+    assert created.json["job_id"].startswith("job-")
+
+
+def test_a_duplicate_job_id_is_409_and_writes_nothing(client, count_rows):
+    client.post("/api/jobs", json=SMOKE)
+    before = count_rows()
+    again = client.post("/api/jobs", json={**SMOKE, "cmd": ["false"]})
+    assert again.status_code == 409
+    assert again.json["errors"]["job_id"] == "m2-smoke"
+    assert count_rows() == before
+    assert client.get("/api/jobs/m2-smoke").json["request"]["cmd"] == ["echo", "hi"]
+
+
+def test_an_unknown_job_is_404_naming_it(client):
+    response = client.get("/api/jobs/nope")
+    assert response.status_code == 404
+    assert response.json["message"] == "job 'nope' does not exist"
+    assert client.post("/api/jobs/nope/cancel").status_code == 404
+
+
+def test_env_values_never_come_back(client):
+    client.post("/api/jobs", json={**SMOKE, "env": {"HF_TOKEN": "s3cret"}})
+    shown = client.get("/api/jobs/m2-smoke").get_data(as_text=True)
+    listed = client.get("/api/jobs").get_data(as_text=True)
+    assert "s3cret" not in shown and "s3cret" not in listed
+    assert json.loads(shown)["request"]["env"] == {"HF_TOKEN": "***"}
+
+
+def test_a_down_broker_still_stores_the_job_and_returns_201(settings: Settings, sessions):
+    # Given an API whose broker does not answer
+    dead = Dispatcher("redis://127.0.0.1:1/0")
+    app = create_app(settings, services=Services(settings=settings, sessions=sessions, dispatcher=dead))
+    # When a job is submitted
+    response = app.test_client().post("/api/jobs", json=SMOKE)
+    # Then it is stored anyway, for reconcile to dispatch
+    assert response.status_code == 201
+    with sessions() as s:
+        assert s.execute(text("select status from jobs")).scalar_one() == "QUEUED"

@@ -1,0 +1,1 @@
+"""The control plane's HTTP API (Flask + flask-smorest) and the overlay CLI."""

@@ -1,0 +1,34 @@
+"""/api/admin: operator actions that bypass the normal flow but not the state machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from overlay.states import JobState
+from overlay.store import jobs as store
+from web.schemas import JobSchema, StateChangeSchema
+from web.services import services
+from web.views import job_view
+
+blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Admin")
+
+
+@blp.route("/jobs/<job_id>/state")
+class JobState_(MethodView):
+    @blp.arguments(StateChangeSchema)
+    @blp.response(200, JobSchema)
+    @blp.alt_response(409, description="the state machine forbids this transition")
+    def post(self, body: dict[str, Any], job_id: str) -> dict[str, Any]:
+        """Move a job to another state, checked by the state machine (admin)."""
+        svc = services()
+        target = JobState(body["state"])
+        with svc.transaction() as s:
+            job = store.transition(
+                s, job_id, target, now=svc.clock(), reason=body.get("reason", "set by admin")
+            )
+        if target is JobState.QUEUED or target.terminal:
+            svc.dispatcher.schedule()
+        return job_view(job)

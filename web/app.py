@@ -1,0 +1,45 @@
+"""The Flask app factory: configuration in, app out."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+from flask_smorest import Api
+
+from overlay import __version__
+from overlay.config import Settings
+from overlay.store.session import make_engine, make_sessionmaker
+from web import admin, errors, health, jobs, nodes, policies
+from web.dispatch import Dispatcher
+from web.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Settings | None = None, *, services: Services | None = None) -> Flask:
+    """Build the API. ``config`` defaults to the environment; ``services`` to real ones."""
+    settings = config or Settings.from_env(os.environ)
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="overlay",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    )
+    app.extensions["overlay"] = services or Services(
+        settings=settings,
+        sessions=make_sessionmaker(make_engine(settings.database_url)),
+        dispatcher=Dispatcher(settings.broker_url),
+    )
+    api = Api(app)
+    for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp):
+        api.register_blueprint(blueprint)
+    app.register_blueprint(health.blp)
+    errors.register(app)
+    return app

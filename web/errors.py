@@ -1,0 +1,70 @@
+"""The one place errors become HTTP: a table from error to status, one JSON shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+from overlay import errors
+
+STATUS_FOR: dict[type[errors.OverlayError], int] = {
+    errors.JobNotFound: 404,
+    errors.NodeNotFound: 404,
+    errors.DuplicateJob: 409,
+    errors.InvalidTransition: 409,
+    errors.StaleAttempt: 409,
+    errors.UnknownPolicy: 422,
+    errors.ConfigError: 500,
+    errors.StorageUnavailable: 503,
+}
+
+
+def body(status: int, message: str, errs: Any = None) -> dict[str, Any]:
+    """Every error response: ``{"code", "status", "message", "errors"}``."""
+    return {
+        "code": status,
+        "status": HTTP_STATUS_CODES.get(status, "Error"),
+        "message": message,
+        "errors": errs or {},
+    }
+
+
+LOCATIONS = frozenset({"json", "query", "form", "view_args", "_schema"})
+
+
+def flatten(messages: Any, path: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """webargs' ``{"json": {"env": {"X": ["..."]}}}`` -> ``{"env.X": ["..."]}``."""
+    if isinstance(messages, dict):
+        out: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            sub = path if key in LOCATIONS else (*path, str(key))
+            for name, lines in flatten(value, sub).items():
+                out.setdefault(name, []).extend(lines)
+        return out
+    lines = messages if isinstance(messages, list) else [messages]
+    return {".".join(path) or "_body": [str(m) for m in lines]}
+
+
+def http_error(e: HTTPException) -> ResponseReturnValue:
+    status = e.code or 500
+    data = getattr(e, "data", None) or {}
+    fields = flatten(data["messages"]) if data.get("messages") else {}
+    if fields:
+        message = "; ".join(f"{name}: {' '.join(lines)}" for name, lines in fields.items())
+    else:
+        message = data.get("message") or e.description or ""
+    return jsonify(body(status, message, fields)), status
+
+
+def overlay_error(e: errors.OverlayError) -> ResponseReturnValue:
+    status = next((s for cls, s in STATUS_FOR.items() if isinstance(e, cls)), 500)
+    return jsonify(body(status, e.message, {k: v for k, v in e.fields.items()})), status
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(errors.OverlayError, overlay_error)

@@ -1,0 +1,88 @@
+"""/api/jobs: submit, list, show, logs and cancel jobs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from overlay.launch import log_path
+from overlay.model import JobSpec
+from overlay.states import JobState
+from overlay.store import jobs as store
+from web.schemas import JobListQuerySchema, JobListSchema, JobSchema, JobSubmitSchema
+from web.services import services
+from web.views import job_view
+
+blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Jobs")
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @blp.arguments(JobListQuerySchema, location="query")
+    @blp.response(200, JobListSchema)
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+        """List jobs, newest first, optionally only those in one state."""
+        state = JobState(query["state"]) if "state" in query else None
+        with services().transaction() as s:
+            jobs, total = store.list_jobs(s, state=state, limit=query["limit"], offset=query["offset"])
+        return {"jobs": [job_view(j) for j in jobs], "total": total,
+                "limit": query["limit"], "offset": query["offset"]}
+
+    @blp.arguments(JobSubmitSchema)
+    @blp.response(201, JobSchema)
+    @blp.alt_response(409, description="a job with this job_id exists")
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Submit a job: stored as QUEUED first, then the scheduler is woken."""
+        spec = JobSpec(
+            job_id=body.pop("job_id", None) or new_job_id(),
+            cmd=tuple(body.pop("cmd")),
+            **body,
+        )
+        svc = services()
+        with svc.transaction() as s:
+            job = store.insert_job(s, spec, now=svc.clock())
+        svc.dispatcher.schedule()
+        return job_view(job)
+
+
+@blp.route("/<job_id>")
+class JobById(MethodView):
+    @blp.response(200, JobSchema)
+    def get(self, job_id: str) -> dict[str, Any]:
+        """One job: state, timestamps, node, GPUs, exit code, reason, attempt, request."""
+        with services().transaction() as s:
+            return job_view(store.to_job(store.get_job(s, job_id)))
+
+
+@blp.route("/<job_id>/logs")
+class JobLogs(MethodView):
+    @blp.response(200, description="the job's output as text/plain")
+    def get(self, job_id: str) -> Response:
+        """The job's combined stdout and stderr."""
+        svc = services()
+        with svc.transaction() as s:
+            row = store.get_job(s, job_id)
+            tail = row.log_tail
+        path = log_path(svc.settings.log_dir, job_id)
+        text = path.read_text(errors="replace") if path.is_file() else tail
+        return Response(text, mimetype="text/plain")
+
+
+@blp.route("/<job_id>/cancel")
+class JobCancel(MethodView):
+    @blp.response(200, JobSchema)
+    @blp.alt_response(409, description="the job has already ended")
+    def post(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job; a running one's process group is killed by its agent."""
+        svc = services()
+        with svc.transaction() as s:
+            job = store.cancel(s, job_id, now=svc.clock())
+        return job_view(job)

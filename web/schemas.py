@@ -1,0 +1,192 @@
+"""marshmallow schemas: what the API accepts and what it returns (and so its OpenAPI spec)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+from overlay.launch import RESERVED_ENV
+from overlay.states import JobState
+
+JOB_ID = r"^[A-Za-z0-9._-]{1,128}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_ARGV_ITEMS = 4096
+MAX_ARGV_BYTES = 128 * 1024
+MAX_ENV_ITEMS = 256
+MAX_ENV_BYTES = 64 * 1024
+REDACTED = "***"
+
+
+class StrictInt(fields.Integer):
+    """An integer that refuses strings, floats and booleans rather than coercing them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class JobSubmitSchema(Schema):
+    """A job to run. Unknown fields are an error."""
+
+    job_id = fields.String(validate=validate.Regexp(JOB_ID, error="must match [A-Za-z0-9._-]{{1,128}}"))
+    cmd = fields.List(
+        fields.String(), required=True,
+        validate=validate.Length(min=1, max=MAX_ARGV_ITEMS),
+        metadata={"description": "argv, executed without a shell"},
+    )
+    image = fields.String(
+        load_default="", validate=validate.Length(max=1024),
+        metadata={"description": "Apptainer image: .sif, sandbox folder, or registry name"},
+    )
+    env = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(ENV_NAME, error="not a valid variable name")),
+        values=fields.String(), load_default=dict,
+    )
+    gpus = StrictInt(load_default=0, validate=validate.Range(min=0, max=64))
+    gpu_memory_mb = StrictInt(load_default=0, validate=validate.Range(min=0, max=10_000_000),
+                              metadata={"description": "minimum memory per GPU, MiB"})
+    gpu_model = fields.String(load_default="", validate=validate.Length(max=128),
+                              metadata={"description": "case-insensitive part of the GPU name"})
+    node_selector = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=128)),
+        values=fields.String(validate=validate.Length(max=256)),
+        load_default=dict, validate=validate.Length(max=32),
+    )
+    priority = StrictInt(load_default=0, validate=validate.Range(min=-1000, max=1000))
+    timeout_s = StrictInt(load_default=None, allow_none=True,
+                          validate=validate.Range(min=1, max=30 * 24 * 3600))
+    max_retries = StrictInt(load_default=0, validate=validate.Range(min=0, max=100))
+
+    @validates("job_id")
+    def _not_only_dots(self, value: str, **_: Any) -> None:
+        if set(value) == {"."}:
+            raise ValidationError("must not be only dots")
+
+    @validates("cmd")
+    def _argv(self, value: list[str], **_: Any) -> None:
+        if not value[0].strip():
+            raise ValidationError("the program (first item) must not be empty")
+        if sum(len(a.encode()) for a in value) > MAX_ARGV_BYTES:
+            raise ValidationError(f"argv is over {MAX_ARGV_BYTES} bytes")
+
+    @validates("env")
+    def _env(self, value: dict[str, str], **_: Any) -> None:
+        if len(value) > MAX_ENV_ITEMS:
+            raise ValidationError(f"at most {MAX_ENV_ITEMS} variables")
+        if sum(len(k) + len(v) for k, v in value.items()) > MAX_ENV_BYTES:
+            raise ValidationError(f"env is over {MAX_ENV_BYTES} bytes")
+        reserved = sorted(RESERVED_ENV & value.keys())
+        if reserved:
+            raise ValidationError(f"{', '.join(reserved)} is set by overlay, not by the job")
+
+    @validates_schema
+    def _memory_needs_gpus(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("gpus", 0) == 0 and (data.get("gpu_memory_mb") or data.get("gpu_model")):
+            raise ValidationError("gpu_memory_mb and gpu_model need gpus >= 1", "gpus")
+
+
+class TimestampsSchema(Schema):
+    enqueued = fields.DateTime()
+    placed = fields.DateTime(allow_none=True)
+    started = fields.DateTime(allow_none=True)
+    finished = fields.DateTime(allow_none=True)
+
+
+class JobRequestSchema(Schema):
+    cmd = fields.List(fields.String())
+    image = fields.String()
+    env = fields.Dict(keys=fields.String(), values=fields.String(),
+                      metadata={"description": f"values are shown as {REDACTED!r}"})
+    gpus = fields.Integer()
+    gpu_memory_mb = fields.Integer()
+    gpu_model = fields.String()
+    node_selector = fields.Dict(keys=fields.String(), values=fields.String())
+    priority = fields.Integer()
+    timeout_s = fields.Integer(allow_none=True)
+    max_retries = fields.Integer()
+
+
+class JobSchema(Schema):
+    job_id = fields.String()
+    state = fields.String(metadata={"enum": [s.value for s in JobState]})
+    attempt = fields.Integer()
+    node = fields.String(allow_none=True)
+    gpus = fields.List(fields.Integer(), metadata={"description": "GPU indices on the node"})
+    exit_code = fields.Integer(allow_none=True)
+    reason = fields.String(allow_none=True)
+    timestamps = fields.Nested(TimestampsSchema)
+    request = fields.Nested(JobRequestSchema)
+
+
+class JobListQuerySchema(Schema):
+    state = fields.String(validate=validate.OneOf([s.value for s in JobState]))
+    limit = StrictInt(load_default=50, validate=validate.Range(min=1, max=500))
+    offset = StrictInt(load_default=0, validate=validate.Range(min=0))
+
+
+class JobListSchema(Schema):
+    jobs = fields.List(fields.Nested(JobSchema))
+    total = fields.Integer()
+    limit = fields.Integer()
+    offset = fields.Integer()
+
+
+class StateChangeSchema(Schema):
+    state = fields.String(required=True, validate=validate.OneOf([s.value for s in JobState]))
+    reason = fields.String(validate=validate.Length(max=1000))
+
+
+class PoliciesSchema(Schema):
+    active = fields.String()
+    supported = fields.List(fields.String())
+    descriptions = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class PolicyChangeSchema(Schema):
+    policy = fields.String(required=True)
+
+
+class GpuSchema(Schema):
+    index = fields.Integer()
+    uuid = fields.String()
+    name = fields.String()
+    memory_total_mb = fields.Integer()
+    memory_used_mb = fields.Integer()
+    memory_free_mb = fields.Integer()
+    utilization_gpu_pct = fields.Integer()
+    utilization_memory_pct = fields.Integer()
+    temperature_c = fields.Integer(allow_none=True)
+    power_draw_w = fields.Float(allow_none=True)
+    power_limit_w = fields.Float(allow_none=True)
+    compute_capability = fields.String(allow_none=True)
+    mig_mode = fields.String(allow_none=True)
+    job_id = fields.String(allow_none=True, metadata={"description": "the job holding it"})
+
+
+class NodeSchema(Schema):
+    name = fields.String()
+    hostname = fields.String()
+    state = fields.String(metadata={"enum": ["online", "draining", "offline"]})
+    labels = fields.Dict(keys=fields.String(), values=fields.String())
+    gpus = fields.List(fields.Nested(GpuSchema))
+    agent_health = fields.Dict()
+    last_seen = fields.DateTime()
+    last_seen_age_s = fields.Float()
+
+
+class NodeListQuerySchema(Schema):
+    include = fields.String(validate=validate.OneOf(["offline"]))
+
+
+class NodeListSchema(Schema):
+    nodes = fields.List(fields.Nested(NodeSchema))
+
+
+class ReadySchema(Schema):
+    postgres = fields.Dict()
+    redis = fields.Dict()
