@@ -1,0 +1,41 @@
+"""Celery's own settings for overlay (broker URL and beat timings come from overlay.config)."""
+
+from kombu import Exchange, Queue
+from kombu.common import Broadcast
+
+# JSON only: messages carry ids, never pickled objects.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+
+# A job's lease and state live in Postgres; the broker may redeliver (celery#5935)
+# and every task is written so that a second delivery does nothing harmful.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_ignore_result = True
+
+# Flower and `celery inspect` need the events.
+worker_send_task_events = True
+task_send_sent_event = True
+
+task_default_queue = "jobs:queue"
+# Every agent gets each heartbeat request. A publisher must declare this fanout
+# exchange itself (Celery does not for Broadcast queues, and kombu's Redis transport
+# takes an undeclared exchange for "direct"): see HEARTBEAT_OPTIONS in workers/app.py.
+HEARTBEAT_EXCHANGE = Exchange("overlay.heartbeat", type="fanout")
+task_queues = (
+    Queue("jobs:queue", Exchange("jobs:queue"), routing_key="jobs:queue"),
+    Broadcast("overlay.heartbeat", exchange=HEARTBEAT_EXCHANGE),
+)
+task_routes = {
+    "overlay.schedule": {"queue": "jobs:queue"},
+    "overlay.reconcile": {"queue": "jobs:queue"},
+    # The queue alone: naming the exchange here would make Celery declare it "direct".
+    "overlay.heartbeat": {"queue": "overlay.heartbeat"},
+}
+task_create_missing_queues = True
+
+broker_connection_retry_on_startup = True
+broker_transport_options = {"visibility_timeout": 3600}
+worker_hijack_root_logger = False

@@ -1,0 +1,176 @@
+"""The agent's work on its node: heartbeats, and running one job attempt end to end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from overlay import __version__
+from overlay.errors import InvalidTransition, StaleAttempt
+from overlay.launch import job_argv, job_env, log_path
+from overlay.model import Job, ProbeReport
+from overlay.states import JobState
+from overlay.store import jobs as job_store
+from overlay.store import nodes as node_store
+from overlay.store.tables import JobRow
+from workers import runner
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+CANCEL_POLL_S = 0.5
+
+
+def heartbeat(rt: Runtime, *, now: datetime) -> ProbeReport:
+    """Sample the GPUs and record the node as alive; remember how it went for /health."""
+    try:
+        report = rt.probe.sample(rt.agent.busy_now())
+        with rt.sessions.begin() as s:
+            node_store.record_heartbeat(
+                s, name=rt.settings.node_name, hostname=rt.hostname,
+                labels=node_labels(rt.settings.node_labels, report), report=report,
+                agent_health=agent_health(rt, report), now=now,
+            )
+    except Exception as e:
+        rt.agent.last_heartbeat_error = f"{type(e).__name__}: {e}"
+        raise
+    rt.agent.last_heartbeat_at, rt.agent.last_heartbeat_error = time.time(), None
+    return report
+
+
+def node_labels(configured: dict[str, str], report: ProbeReport) -> dict[str, str]:
+    """NODE_LABELS plus what the GPUs say: model, memory, compute capability, count."""
+    labels: dict[str, str] = {"gpu.count": str(len(report.gpus))}
+    if report.gpus:
+        first = report.gpus[0]
+        labels["gpu.model"] = first.name
+        labels["gpu.memory_mb"] = str(first.memory_total_mb)
+        if first.compute_capability:
+            labels["gpu.compute_capability"] = first.compute_capability
+    return {**labels, **configured}
+
+
+def agent_health(rt: Runtime, report: ProbeReport) -> dict[str, Any]:
+    return {
+        "metrics_mode": report.mode,
+        "fallback_reason": getattr(rt.probe, "fallback_reason", None),
+        "driver_version": report.driver_version,
+        "cuda_version": report.cuda_version,
+        "probe_errors": list(report.errors),
+        "running_jobs": len(set(rt.agent.busy_now().values())),
+        "executor": rt.settings.executor,
+        "pid": os.getpid(),
+        "version": __version__,
+    }
+
+
+def execute(
+    rt: Runtime, job_id: str, attempt: int, *, clock: Callable[[], datetime]
+) -> runner.Outcome | None:
+    """Run one attempt of a job on this node and record its end; how it ended, or None
+    if the message was stale or redelivered (then nothing happens)."""
+    job = start(rt, job_id, attempt, now=clock())
+    if job is None:
+        return None
+    path = log_file(rt, job_id)
+    with open(path, "a") as out:
+        out.write(f"=== overlay: {job_id} attempt {attempt} on {rt.settings.node_name}, "
+                  f"CUDA_VISIBLE_DEVICES={','.join(map(str, job.gpus))} ===\n")
+    rt.agent.hold(job_id, job.gpus)
+    try:
+        outcome = launch(rt, job, path)
+    finally:
+        rt.agent.free(job_id)
+    record_end(rt, job, outcome, path, clock=clock)
+    return outcome
+
+
+def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime) -> Job | None:
+    """PLACED -> RUNNING if this message is for the job's current attempt on this node."""
+    with rt.sessions.begin() as s:
+        row = job_store.get_job(s, job_id, lock=True)
+        current = (row.state, row.attempt, row.node)
+        if current != (JobState.PLACED.value, attempt, rt.settings.node_name):
+            log.info("job %s: ignoring run_job for attempt %s (job is %s, attempt %s, on %s)",
+                     job_id, attempt, *current)
+            return None
+        return job_store.transition(s, job_id, JobState.RUNNING, now=now, attempt=attempt)
+
+
+def launch(rt: Runtime, job: Job, path: Path) -> runner.Outcome:
+    should_stop = stop_check(rt, job.job_id, job.attempt)
+    if rt.settings.executor == "fake":
+        return runner.fake_run(job.spec.cmd, log_path=path, should_stop=should_stop)
+    argv = job_argv(job.spec)
+    if job.spec.image and shutil.which(argv[0]) is None:
+        reason = f"apptainer is not installed on node {rt.settings.node_name}"
+        with open(path, "a") as out:
+            out.write(f"overlay: {reason}\n")
+        return runner.Outcome(exit_code=None, reason=reason)
+    env = job_env(job.spec, job.gpus, agent_env=os.environ, attempt=job.attempt)
+    user = rt.settings.job_user if os.geteuid() == 0 and rt.settings.job_user else None
+    return runner.run(argv, env, log_path=path, timeout_s=job.spec.timeout_s,
+                      should_stop=should_stop, user=user)
+
+
+def stop_check(rt: Runtime, job_id: str, attempt: int) -> Callable[[], str | None]:
+    """A check, throttled to one query per CANCEL_POLL_S, that says why to stop (or None)."""
+    next_at = 0.0
+
+    def check() -> str | None:
+        nonlocal next_at
+        if time.monotonic() < next_at:
+            return None
+        next_at = time.monotonic() + CANCEL_POLL_S
+        try:
+            with rt.sessions() as s:
+                state, current = s.execute(
+                    select(JobRow.state, JobRow.attempt).where(JobRow.job_id == job_id)
+                ).one()
+        except OperationalError:
+            return None  # Postgres away: keep running, the end is recorded when it is back
+        if current != attempt:
+            return "superseded by a newer attempt"
+        return None if state == JobState.RUNNING.value else f"job is {state}"
+
+    return check
+
+
+def record_end(
+    rt: Runtime, job: Job, outcome: runner.Outcome, path: Path, *, clock: Callable[[], datetime]
+) -> Job | None:
+    """Record the end, retrying while Postgres is away so no finished job is lost."""
+    if outcome.reason is None:
+        target = JobState.DONE
+    else:
+        target = JobState.CANCELLED if outcome.cancelled else JobState.FAILED
+    delay = 0.5
+    while True:
+        try:
+            with rt.sessions.begin() as s:
+                return job_store.finish(
+                    s, job.job_id, attempt=job.attempt, target=target, now=clock(),
+                    reason=outcome.reason, exit_code=outcome.exit_code, log_tail=runner.tail(path),
+                )
+        except (InvalidTransition, StaleAttempt) as e:
+            log.info("job %s: end not recorded: %s", job.job_id, e)
+            return None
+        except OperationalError as e:
+            log.warning("job %s ended but Postgres is away (%s); retrying in %.1fs",
+                        job.job_id, e.orig, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def log_file(rt: Runtime, job_id: str) -> Path:
+    path = log_path(rt.settings.log_dir, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,59 @@
+"""Per-process dependencies of the workers: settings, the database, the GPU probe."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from overlay.config import Settings
+from overlay.gpus import GpuProbe, open_probe
+from overlay.store.session import make_engine, make_sessionmaker
+
+
+@dataclass
+class AgentState:
+    """What this agent process is doing now: GPUs busy by job, last heartbeat outcome."""
+
+    busy: dict[int, str] = field(default_factory=dict)
+    last_heartbeat_at: float | None = None
+    last_heartbeat_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, job_id: str, gpus: tuple[int, ...]) -> None:
+        with self.lock:
+            self.busy.update({i: job_id for i in gpus})
+
+    def free(self, job_id: str) -> None:
+        with self.lock:
+            self.busy = {i: j for i, j in self.busy.items() if j != job_id}
+
+    def busy_now(self) -> dict[int, str]:
+        with self.lock:
+            return dict(self.busy)
+
+
+class Runtime:
+    """Built once per worker process, on first use (after any fork)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.agent = AgentState()
+        self.hostname = socket.gethostname()
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(make_engine(self.settings.database_url))
+
+    @cached_property
+    def probe(self) -> GpuProbe:
+        """The node's GPU probe; raises GpuProbeError in real mode without NVML."""
+        s = self.settings
+        return open_probe(s.gpu_metrics_mode, node_name=s.node_name, fake_gpus=s.fake_gpus)
+
+    @property
+    def is_agent(self) -> bool:
+        return bool(self.settings.node_name)

@@ -1,0 +1,89 @@
+"""The scheduler's two jobs: a placement pass over the queue, and the reconcile tick."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from overlay.fleet import Fleet
+from overlay.policies import get_policy
+from overlay.queueing import plan_pass
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from overlay.config import Settings
+from overlay.errors import GpuTaken
+from overlay.liveness import expiry_window
+from overlay.model import Placement
+from overlay.retry import decide_retry
+from overlay.store import cluster
+from overlay.store import jobs as job_store
+from overlay.store import nodes as node_store
+
+log = logging.getLogger(__name__)
+
+# One scheduling pass at a time across every scheduler process (pg_advisory_xact_lock).
+SCHEDULER_LOCK = 0x6F766C79
+# A PLACED job whose run_job has not started it by then had its message lost.
+RESEND_AFTER_S = 10.0
+# A cancelled job's GPUs are freed by its agent; if the agent died meanwhile, by reconcile.
+STRAY_GRACE_S = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dispatch:
+    """A run_job message to send once the transaction that placed the job has committed."""
+
+    job_id: str
+    attempt: int
+    node: str
+
+
+def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: datetime) -> list[Dispatch]:
+    """Place what fits of the queue, record why the rest waits; return what to dispatch."""
+    with sessions.begin() as s:
+        s.execute(select(func.pg_advisory_xact_lock(SCHEDULER_LOCK)))
+        queued = job_store.queued_jobs(s)
+        if not queued:
+            return []
+        policy = get_policy(cluster.active_policy(s, default=settings.scheduler_policy))
+        fleet = Fleet.from_snapshots(node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s))
+        dispatches: list[Dispatch] = []
+        waiting: dict[str, str] = {}
+        for decision in plan_pass(queued, fleet, policy=policy):
+            if not isinstance(decision.outcome, Placement):
+                waiting[decision.job_id] = decision.outcome.reason
+                continue
+            try:
+                job = job_store.place(s, decision.job_id, decision.outcome, now=now)
+            except GpuTaken as e:
+                waiting[decision.job_id] = f"{e.message}; will retry"
+                continue
+            assert job.node is not None
+            dispatches.append(Dispatch(job_id=job.job_id, attempt=job.attempt, node=job.node))
+        job_store.set_waiting_reasons(s, waiting)
+    if dispatches:
+        log.info("placed %d job(s); %d waiting", len(dispatches), len(waiting))
+    return dispatches
+
+
+def reconcile(sessions: sessionmaker[Session], settings: Settings, *, now: datetime) -> list[Dispatch]:
+    """Expire silent nodes, retry or fail their jobs, free stray GPUs, and return the
+    PLACED jobs whose run_job message must be sent again."""
+    with sessions.begin() as s:
+        previous, paused = cluster.reconcile_state(s)
+        window = expiry_window(now, previous_tick=previous, paused_until=paused,
+                               ttl_s=settings.node_ttl_s, tick_s=settings.reconcile_interval_s)
+        cluster.save_reconcile_state(s, tick=now, paused_until=window.paused_until)
+        if window.cutoff is not None:
+            for name in node_store.expire_nodes(s, cutoff=window.cutoff):
+                log.warning("node %s is offline: no heartbeat for %ss", name, settings.node_ttl_s)
+        for job in job_store.active_on_offline_nodes(s):
+            decision = decide_retry(job)
+            log.warning("job %s: %s", job.job_id, decision.reason)
+            job_store.transition(s, job.job_id, decision.target, now=now, reason=decision.reason,
+                                 attempt=job.attempt)
+        job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S))
+        stale = job_store.stale_placements(s, placed_before=now - timedelta(seconds=RESEND_AFTER_S))
+    return [Dispatch(job_id=j.job_id, attempt=j.attempt, node=j.node or "") for j in stale]

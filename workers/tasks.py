@@ -1,0 +1,56 @@
+"""Celery tasks: thin, like views. Ids in, call the core, persist, send the next message."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from workers import agent, scheduler
+from workers.app import app
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@app.task(name="overlay.schedule")
+def schedule() -> int:
+    """Place what fits of the queue and dispatch it to the nodes."""
+    rt = app.runtime
+    dispatches = scheduler.schedule_pass(rt.sessions, rt.settings, now=utcnow())
+    send_run_jobs(dispatches)
+    return len(dispatches)
+
+
+@app.task(name="overlay.reconcile")
+def reconcile() -> int:
+    """Beat's tick: expire silent nodes, retry their jobs, re-send lost messages, schedule."""
+    rt = app.runtime
+    send_run_jobs(scheduler.reconcile(rt.sessions, rt.settings, now=utcnow()))
+    return schedule()
+
+
+@app.task(name="overlay.run_job")
+def run_job(job_id: str, attempt: int) -> str | None:
+    """Run one attempt of a job on this agent's node (a stale message does nothing)."""
+    outcome = agent.execute(app.runtime, job_id, attempt, clock=utcnow)
+    if outcome is None:
+        return "ignored: stale or repeated message"
+    schedule.delay()  # its GPUs are free: whatever waits may fit now
+    return outcome.reason or "exit 0"
+
+
+@app.task(name="overlay.heartbeat")
+def heartbeat() -> None:
+    """Beat's broadcast: every agent samples its GPUs and says it is alive."""
+    rt = app.runtime
+    if rt.is_agent:
+        agent.heartbeat(rt, now=utcnow())
+
+
+def send_run_jobs(dispatches: Iterable[scheduler.Dispatch]) -> None:
+    for d in dispatches:
+        run_job.apply_async((d.job_id, d.attempt), queue=f"assign:{d.node}")
