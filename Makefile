@@ -1,0 +1,48 @@
+# overlay: `make dev` brings the local stack up, `make test` runs the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# With an NVIDIA GPU on the host, the agents get it (deploy/docker-compose.gpu.yml).
+GPU_COMPOSE := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo -f deploy/docker-compose.gpu.yml)
+COMPOSE := docker compose -f deploy/docker-compose.yml $(GPU_COMPOSE)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install services migrate dev test lint up logs down bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+services:
+	deploy/local-services.sh
+
+migrate: install services
+	$(BIN)/python -m web.bootstrap
+
+dev: migrate
+	@mkdir -p var/logs
+	$(BIN)/honcho -f deploy/Procfile -d . start
+
+test: install services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+up:
+	$(COMPOSE) up --build -d
+
+logs:
+	$(COMPOSE) logs -f
+
+down:
+	$(COMPOSE) down
+
+clean:
+	rm -rf $(VENV) var *.egg-info
