@@ -14,7 +14,6 @@ from overlay.errors import ConfigError
 
 GPU_METRICS_MODES = ("auto", "real", "fake")
 EXECUTORS = ("subprocess", "fake")
-LOG_FORMATS = ("text", "json")
 
 
 def parse_labels(text: str, *, setting: str = "NODE_LABELS") -> dict[str, str]:
@@ -49,8 +48,6 @@ class Settings:
     overlay_api_token: str = ""
     overlay_admin_token: str = ""
     max_body_bytes: int = 1024 * 1024
-    log_format: str = "text"
-    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -69,7 +66,6 @@ class Settings:
     def validate(self) -> None:
         _one_of("GPU_METRICS_MODE", self.gpu_metrics_mode, GPU_METRICS_MODES)
         _one_of("EXECUTOR", self.executor, EXECUTORS)
-        _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
         for name in ("heartbeat_interval_s", "reconcile_interval_s", "node_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0", setting=name.upper())

@@ -25,19 +25,26 @@ TIMESTAMP_FOR = {
 }
 
 
+# JobSpec fields stored as they are; cmd, env and node_selector change container type.
+SCALAR_SPEC_FIELDS = ("job_id", "image", "gpus", "gpu_memory_mb", "gpu_model", "priority",
+                      "timeout_s", "max_retries")
+
+
 def to_spec(row: JobRow) -> JobSpec:
     return JobSpec(
-        job_id=row.job_id,
         cmd=tuple(row.cmd),
-        image=row.image,
         env=dict(row.env),
-        gpus=row.gpus,
-        gpu_memory_mb=row.gpu_memory_mb,
-        gpu_model=row.gpu_model,
         node_selector=dict(row.node_selector),
-        priority=row.priority,
-        timeout_s=row.timeout_s,
-        max_retries=row.max_retries,
+        **{f: getattr(row, f) for f in SCALAR_SPEC_FIELDS},
+    )
+
+
+def spec_columns(spec: JobSpec) -> dict[str, Any]:
+    return dict(
+        cmd=list(spec.cmd),
+        env=dict(spec.env),
+        node_selector=dict(spec.node_selector),
+        **{f: getattr(spec, f) for f in SCALAR_SPEC_FIELDS},
     )
 
 
@@ -64,18 +71,8 @@ def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
     Postgres: exactly one insert returns a row.
     """
     values = dict(
-        job_id=spec.job_id,
+        **spec_columns(spec),
         state=JobState.QUEUED.value,
-        cmd=list(spec.cmd),
-        image=spec.image,
-        env=dict(spec.env),
-        gpus=spec.gpus,
-        gpu_memory_mb=spec.gpu_memory_mb,
-        gpu_model=spec.gpu_model,
-        node_selector=dict(spec.node_selector),
-        priority=spec.priority,
-        timeout_s=spec.timeout_s,
-        max_retries=spec.max_retries,
         attempt=0,
         gpu_indices=[],
         log_tail="",
