@@ -26,7 +26,7 @@ migrate: install services
 
 dev: migrate
 	@mkdir -p var/logs
-	$(BIN)/honcho -f deploy/Procfile -d . start
+	$(BIN)/python deploy/procs.py deploy/Procfile
 
 test: install services
 	$(BIN)/pytest $(PYTEST_ARGS)
