@@ -13,7 +13,9 @@ from tests.integration.stack import ROOT, wait_until
 
 def test_a_dead_process_leaves_the_others_running_and_sigterm_stops_all(tmp_path):
     procfile = tmp_path / "Procfile"
-    procfile.write_text(f"short: sh -c 'echo bye; exit 3'\nlong: sh -c 'echo $$ > {tmp_path}/long.pid; sleep 60'\n")
+    procfile.write_text(
+        f"short: sh -c 'echo bye; exit 3'\nlong: sh -c 'echo $$ > {tmp_path}/long.pid; sleep 60'\n"
+    )
     out = tmp_path / "out.log"
     with open(out, "wb") as sink:
         runner = subprocess.Popen([sys.executable, str(ROOT / "deploy/procs.py"), str(procfile)],
