@@ -4,7 +4,7 @@ import os
 
 bind = os.environ.get("API_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("API_WORKERS", "2"))
-threads = int(os.environ.get("API_THREADS", "8"))
+threads = int(os.environ.get("API_THREADS", "16"))
 worker_class = "gthread"
 accesslog = "-"
 timeout = 60

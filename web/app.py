@@ -13,6 +13,7 @@ from overlay.config import Settings
 from overlay.store.session import make_engine, make_sessionmaker
 from web import admin, errors, health, jobs, nodes, policies
 from web.dispatch import Dispatcher
+from web.waiter import JobWaiter
 from web.services import Services
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def create_app(config: Settings | None = None, *, services: Services | None = No
         settings=settings,
         sessions=make_sessionmaker(make_engine(settings.database_url)),
         dispatcher=Dispatcher(settings.broker_url),
+        waiter=JobWaiter(settings.database_url),
     )
     api = Api(app)
     for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -10,10 +11,16 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from overlay.launch import log_path
-from overlay.model import JobSpec
+from overlay.model import Job, JobSpec
 from overlay.states import JobState
 from overlay.store import jobs as store
-from web.schemas import JobListQuerySchema, JobListSchema, JobSchema, JobSubmitSchema
+from web.schemas import (
+    JobListQuerySchema,
+    JobListSchema,
+    JobSchema,
+    JobSubmitSchema,
+    JobWaitQuerySchema,
+)
 from web.services import services
 from web.views import job_view
 
@@ -55,11 +62,30 @@ class Jobs(MethodView):
 
 @blp.route("/<job_id>")
 class JobById(MethodView):
+    @blp.arguments(JobWaitQuerySchema, location="query")
     @blp.response(200, JobSchema)
-    def get(self, job_id: str) -> dict[str, Any]:
-        """One job: state, timestamps, node, GPUs, exit code, reason, attempt, request."""
-        with services().transaction() as s:
-            return job_view(store.to_job(store.get_job(s, job_id)))
+    def get(self, query: dict[str, float], job_id: str) -> dict[str, Any]:
+        """One job: state, timestamps, node, GPUs, exit code, reason, attempt, request.
+
+        With ``?wait=S`` the answer is held until the job has ended or S seconds pass.
+        """
+        svc = services()
+        if not query.get("wait"):
+            return job_view(read_job(job_id))
+        deadline = time.monotonic() + query["wait"]
+        with svc.waiter.watch(job_id) as changed:
+            while True:
+                job = read_job(job_id)
+                left = deadline - time.monotonic()
+                if job.state.terminal or left <= 0:
+                    return job_view(job)
+                changed.wait(min(left, 1.0))
+                changed.clear()
+
+
+def read_job(job_id: str) -> Job:
+    with services().transaction() as s:
+        return store.to_job(store.get_job(s, job_id))
 
 
 @blp.route("/<job_id>/logs")

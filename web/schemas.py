@@ -129,6 +129,13 @@ class JobListQuerySchema(Schema):
     offset = StrictInt(load_default=0, validate=validate.Range(min=0))
 
 
+class JobWaitQuerySchema(Schema):
+    wait = fields.Float(
+        validate=validate.Range(min=0, max=120),
+        metadata={"description": "seconds to hold the request until the job has ended"},
+    )
+
+
 class JobListSchema(Schema):
     jobs = fields.List(fields.Nested(JobSchema))
     total = fields.Integer()

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from overlay.config import Settings
 from overlay.errors import StorageUnavailable
 from web.dispatch import Dispatcher
+from web.waiter import JobWaiter
 
 
 def utcnow() -> datetime:
@@ -25,6 +26,7 @@ class Services:
     settings: Settings
     sessions: sessionmaker[Session]
     dispatcher: Dispatcher
+    waiter: JobWaiter
     clock: Callable[[], datetime] = utcnow
 
     @contextmanager

@@ -289,6 +289,11 @@ def events(session: Session, job_id: str) -> Sequence[JobEventRow]:
     ).all()
 
 
+# Every job event is also a NOTIFY on this channel ("<job_id> <state>"), delivered at
+# commit, so API requests waiting on a job wake up instead of polling.
+NOTIFY_CHANNEL = "overlay_job"
+
+
 def _event(
     session: Session,
     job_id: str,
@@ -313,3 +318,4 @@ def _event(
             reason=reason,
         )
     )
+    session.execute(select(func.pg_notify(NOTIFY_CHANNEL, f"{job_id} {to_state.value}")))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -9,13 +11,16 @@ from overlay.config import Settings
 from overlay.store.tables import JobEventRow, JobRow
 from web.app import create_app
 from web.dispatch import Dispatcher
+from web.waiter import JobWaiter
 from web.services import Services
 
 
 @pytest.fixture
-def app(settings: Settings, sessions) -> Flask:
-    services = Services(settings=settings, sessions=sessions, dispatcher=Dispatcher(settings.redis_url))
-    return create_app(settings, services=services)
+def app(settings: Settings, sessions) -> Iterator[Flask]:
+    services = Services(settings=settings, sessions=sessions, dispatcher=Dispatcher(settings.redis_url),
+                        waiter=JobWaiter(settings.database_url))
+    yield create_app(settings, services=services)
+    services.waiter.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from overlay.config import Settings
 from web.app import create_app
 from web.dispatch import Dispatcher
 from web.services import Services
+from web.waiter import JobWaiter
 
 SMOKE = {"job_id": "m2-smoke", "image": "alpine", "cmd": ["echo", "hi"]}
 
@@ -76,10 +77,48 @@ def test_env_values_never_come_back(client):
 def test_a_down_broker_still_stores_the_job_and_returns_201(settings: Settings, sessions):
     # Given an API whose broker does not answer
     dead = Dispatcher("redis://127.0.0.1:1/0")
-    app = create_app(settings, services=Services(settings=settings, sessions=sessions, dispatcher=dead))
+    services = Services(settings=settings, sessions=sessions, dispatcher=dead,
+                        waiter=JobWaiter(settings.database_url))
+    app = create_app(settings, services=services)
     # When a job is submitted
     response = app.test_client().post("/api/jobs", json=SMOKE)
     # Then it is stored anyway, for reconcile to dispatch
     assert response.status_code == 201
     with sessions() as s:
         assert s.execute(text("select status from jobs")).scalar_one() == "QUEUED"
+
+
+def test_wait_returns_as_soon_as_the_job_ends(client, sessions):
+    # Given a queued job and a request waiting up to 10 s on it
+    import threading
+    import time as clock
+
+    from overlay.states import JobState
+    from overlay.store import jobs as store
+
+    client.post("/api/jobs", json={"job_id": "w", "cmd": ["true"]})
+
+    def finish_soon() -> None:
+        clock.sleep(0.3)
+        with sessions.begin() as s:
+            store.transition(s, "w", JobState.CANCELLED, now=store_now(), reason="test")
+
+    threading.Thread(target=finish_soon).start()
+    started = clock.monotonic()
+    # When it waits
+    shown = client.get("/api/jobs/w?wait=10").json
+    # Then it comes back with the end, long before the 10 s
+    assert shown["state"] == "CANCELLED"
+    assert clock.monotonic() - started < 3
+
+
+def test_wait_gives_up_after_the_requested_seconds_with_the_current_state(client):
+    client.post("/api/jobs", json={"job_id": "w2", "cmd": ["true"]})
+    assert client.get("/api/jobs/w2?wait=0.3").json["state"] == "QUEUED"
+    assert client.get("/api/jobs/w2?wait=-1").status_code == 422
+
+
+def store_now():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
