@@ -13,8 +13,8 @@ from overlay.config import Settings
 from overlay.store.session import make_engine, make_sessionmaker
 from web import admin, errors, health, jobs, nodes, policies
 from web.dispatch import Dispatcher
-from web.waiter import JobWaiter
 from web.services import Services
+from web.waiter import JobWaiter
 
 log = logging.getLogger(__name__)
 

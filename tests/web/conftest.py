@@ -11,8 +11,8 @@ from overlay.config import Settings
 from overlay.store.tables import JobEventRow, JobRow
 from web.app import create_app
 from web.dispatch import Dispatcher
-from web.waiter import JobWaiter
 from web.services import Services
+from web.waiter import JobWaiter
 
 
 @pytest.fixture
