@@ -46,3 +46,7 @@ down:
 
 clean:
 	rm -rf $(VENV) var *.egg-info
+
+# Side-by-side benchmark against the raw-Celery floor; BENCH_ARGS=--quick for a short run.
+bench: install services
+	timeout 600 $(BIN)/python -m bench.run $(BENCH_ARGS)
