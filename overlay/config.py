@@ -14,6 +14,8 @@ from overlay.errors import ConfigError
 
 GPU_METRICS_MODES = ("auto", "real", "fake")
 EXECUTORS = ("subprocess", "fake")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def parse_labels(text: str, *, setting: str = "NODE_LABELS") -> dict[str, str]:
@@ -48,6 +50,9 @@ class Settings:
     overlay_api_token: str = ""
     overlay_admin_token: str = ""
     max_body_bytes: int = 1024 * 1024
+    log_format: str = "text"
+    # Empty: each process's own default (INFO; a Celery worker's --loglevel).
+    log_level: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -66,6 +71,9 @@ class Settings:
     def validate(self) -> None:
         _one_of("GPU_METRICS_MODE", self.gpu_metrics_mode, GPU_METRICS_MODES)
         _one_of("EXECUTOR", self.executor, EXECUTORS)
+        _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
+        if self.log_level:
+            _one_of("LOG_LEVEL", self.log_level.upper(), LOG_LEVELS)
         for name in ("heartbeat_interval_s", "reconcile_interval_s", "node_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0", setting=name.upper())
