@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from flask import Response
@@ -17,6 +18,7 @@ from overlay.store import jobs as store
 from web.schemas import (
     JobListQuerySchema,
     JobListSchema,
+    JobLogsQuerySchema,
     JobSchema,
     JobSubmitSchema,
     JobWaitQuerySchema,
@@ -88,18 +90,34 @@ def read_job(job_id: str) -> Job:
         return store.to_job(store.get_job(s, job_id))
 
 
+# A follower asking from an offset gets at most this much per request, and asks again.
+MAX_LOG_CHUNK = 4 * 1024 * 1024
+
+
 @blp.route("/<job_id>/logs")
 class JobLogs(MethodView):
+    @blp.arguments(JobLogsQuerySchema, location="query")
     @blp.response(200, description="the job's output as text/plain")
-    def get(self, job_id: str) -> Response:
-        """The job's combined stdout and stderr."""
+    def get(self, query: dict[str, int], job_id: str) -> Response:
+        """The job's combined stdout and stderr (with ``?offset=N``, the bytes from N on)."""
         svc = services()
         with svc.transaction() as s:
             row = store.get_job(s, job_id)
             tail = row.log_tail
         path = log_path(svc.settings.log_dir, job_id)
+        if "offset" in query:
+            return Response(read_from(path, tail, query["offset"]), mimetype="text/plain")
         text = path.read_text(errors="replace") if path.is_file() else tail
         return Response(text, mimetype="text/plain")
+
+
+def read_from(path: Path, tail: str, offset: int) -> bytes:
+    """Up to MAX_LOG_CHUNK bytes of the log from ``offset`` (of the stored tail if no file)."""
+    if not path.is_file():
+        return tail.encode()[offset:offset + MAX_LOG_CHUNK]
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(MAX_LOG_CHUNK)
 
 
 @blp.route("/<job_id>/cancel")

@@ -124,9 +124,17 @@ class JobSchema(Schema):
 
 
 class JobListQuerySchema(Schema):
+    # Query values arrive as strings: "20" is an integer here (StrictInt is for JSON bodies).
     state = fields.String(validate=validate.OneOf([s.value for s in JobState]))
-    limit = StrictInt(load_default=50, validate=validate.Range(min=1, max=500))
-    offset = StrictInt(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class JobLogsQuerySchema(Schema):
+    offset = fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={"description": "only the output from this byte on (for following a running job)"},
+    )
 
 
 class JobWaitQuerySchema(Schema):
