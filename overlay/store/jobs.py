@@ -78,12 +78,12 @@ def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
         log_tail="",
         enqueued_at=now,
     )
-    stmt = pg_insert(JobRow).values(**values).on_conflict_do_nothing().returning(JobRow)
-    row = session.scalars(stmt).one_or_none()
-    if row is None:
+    # Core, not the ORM: this is the submit hot path, and every value is known already.
+    stmt = pg_insert(JobRow).values(**values).on_conflict_do_nothing().returning(JobRow.job_id)
+    if session.execute(stmt).scalar_one_or_none() is None:
         raise DuplicateJob(spec.job_id)
     _event(session, spec.job_id, None, JobState.QUEUED, now=now, attempt=0, reason="submitted")
-    return to_job(row)
+    return Job(spec=spec, state=JobState.QUEUED, enqueued_at=now)
 
 
 def get_job(session: Session, job_id: str, *, lock: bool = False) -> JobRow:
@@ -306,8 +306,8 @@ def _event(
     node: str | None = None,
     gpus: list[int] | None = None,
 ) -> None:
-    session.add(
-        JobEventRow(
+    session.execute(
+        insert(JobEventRow).values(
             job_id=job_id,
             at=now,
             from_state=from_state.value if from_state else None,
