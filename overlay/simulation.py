@@ -1,0 +1,297 @@
+"""A discrete-event simulation of the scheduler: the real queue order, Fleet, placement and
+policy, over a workload of ``SimJob`` values, with the figures that compare policies.
+
+Pure: time is the simulated clock; the caller times the run if it wants a rate.
+
+At each moment something happens (jobs end, then jobs arrive) the simulator makes one
+scheduling pass with the same outcome as ``overlay.queueing.plan_pass`` over the whole
+queue: jobs in ``queue_key`` order, each placed by ``overlay.placement.place`` if it fits,
+a job that does not fit holding back no one (backfill). It gets there without visiting
+the whole queue. Waiting jobs are grouped by what decides their fit (GPU count and
+shape); within a pass capacity only shrinks, so once a group's oldest job fails the rest
+of the group fails too, and a shape whose ``Fleet.stamp`` has not moved since all its
+groups failed is not asked again. A pass therefore visits each group's head once, plus
+one ``place`` per job it places.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from overlay.fleet import Fleet, Shape, shape_of
+from overlay.model import NodeSnapshot, NodeState, NoFit, Placement
+from overlay.placement import place
+from overlay.policies import Policy
+from overlay.queueing import queue_key
+from overlay.workload import SimJob
+
+QueueKey = tuple[int, bool, datetime, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimEvent:
+    """A job started (``kind="start"``) or ended (``"end"``) at ``at_s`` on these GPUs."""
+
+    kind: str
+    at_s: float
+    job: SimJob
+    node: str
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """The fleet at one moment, for a chart: GPUs held and jobs waiting."""
+
+    at_s: float
+    busy_gpus: int
+    queued: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimResult:
+    """What one policy did to one workload.
+
+    The *window* runs from the first submit to the last: the fleet under load, before the
+    queue drains. ``utilization`` is the mean share of GPUs held in it, ``mean_queue`` the
+    mean number of jobs waiting, ``fragmentation`` the mean share of GPUs that were free
+    while jobs waited (after each pass no waiting job can use any free GPU, so these are
+    stranded by size, model or selector). ``never_placed`` counts jobs no node could take
+    even with every GPU free; they are not queued, so they count in neither. Waits are from
+    submit to placement, for placed jobs; ``starved`` counts placed jobs that waited longer
+    than the bound. ``decisions`` counts calls to ``place``.
+    """
+
+    jobs: int
+    placed: int
+    never_placed: int
+    decisions: int
+    total_gpus: int
+    window_s: float
+    makespan_s: float
+    utilization: float
+    mean_queue: float
+    max_queue: int
+    fragmentation: float
+    wait_p50_s: float
+    wait_p95_s: float
+    wait_p99_s: float
+    wait_max_s: float
+    starve_after_s: float
+    starved: int
+    samples: tuple[Sample, ...]
+
+
+class _Group:
+    """Waiting jobs of one GPU count and shape, oldest (by queue order) first."""
+
+    __slots__ = ("blocked_at", "feasible", "gpus", "heap", "shape")
+
+    def __init__(self, gpus: int, shape: Shape, *, feasible: bool) -> None:
+        self.gpus, self.shape, self.feasible = gpus, shape, feasible
+        self.heap: list[tuple[QueueKey, SimJob]] = []
+        self.blocked_at: int | None = None  # the stamp at which its head last failed
+
+
+class _Shape:
+    """The groups of one shape, and the stamp at which none of them could be placed."""
+
+    __slots__ = ("blocked_at", "groups", "shape", "waiting")
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.groups: dict[int, _Group] = {}
+        self.blocked_at: int | None = None
+        self.waiting = 0
+
+
+class _Run:
+    """The state of one simulation; ``run`` is the event loop."""
+
+    def __init__(self, nodes: Sequence[NodeSnapshot], policy: Policy,
+                 observer: Callable[[SimEvent], None] | None) -> None:
+        self.fleet = Fleet.from_snapshots(nodes)
+        self.idle_fleet = Fleet.from_snapshots(nodes)  # never allocated: what could ever fit
+        self.total = sum(len(n.gpus) for n in nodes if n.state is NodeState.ONLINE)
+        self.policy, self.observer = policy, observer
+        self.running: list[tuple[float, int, str, tuple[int, ...], SimJob]] = []
+        self.shapes: dict[Shape, _Shape] = {}
+        self.seq = self.busy = self.waiting = self.decisions = self.jobs = self.max_queue = 0
+        self.unplaceable = 0
+        self.waits = array("d")
+        self.area_busy = self.area_queue = self.area_stranded = self.window = self.makespan = 0.0
+
+    def run(self, jobs: Iterable[SimJob], *, sample_every_s: float) -> list[Sample]:
+        """Replay ``jobs`` (in submit order) until nothing runs and nothing more can start."""
+        arrivals = iter(jobs)
+        upcoming = next(arrivals, None)
+        origin = prev = upcoming.submit_s if upcoming else 0.0
+        samples: list[Sample] = []
+        next_sample = origin
+        while upcoming is not None or self.running:
+            now = min(upcoming.submit_s if upcoming else math.inf,
+                      self.running[0][0] if self.running else math.inf)
+            while sample_every_s > 0 and upcoming is not None and next_sample < now:
+                samples.append(Sample(at_s=next_sample - origin, busy_gpus=self.busy, queued=self.waiting))
+                next_sample += sample_every_s
+            self.integrate(now - prev, in_window=upcoming is not None)
+            prev = now
+            while self.running and self.running[0][0] <= now:
+                self.end(now)
+            while upcoming is not None and upcoming.submit_s <= now:
+                self.enqueue(upcoming)
+                following = next(arrivals, None)
+                if following is not None and following.submit_s < upcoming.submit_s:
+                    raise ValueError(f"jobs must come in submit order: {following.spec.job_id!r} "
+                                     f"is submitted before {upcoming.spec.job_id!r}")
+                upcoming = following
+            self.schedule(now)
+        self.makespan = prev - origin
+        return samples
+
+    def integrate(self, dt: float, *, in_window: bool) -> None:
+        if dt <= 0 or not in_window:
+            return
+        self.window += dt
+        self.area_busy += self.busy * dt
+        self.area_queue += self.waiting * dt
+        if self.waiting:
+            self.area_stranded += (self.total - self.busy) * dt
+
+    def enqueue(self, job: SimJob) -> None:
+        shape = shape_of(job.spec)
+        entry = self.shapes.get(shape)
+        if entry is None:
+            entry = self.shapes[shape] = _Shape(shape)
+        group = entry.groups.get(job.spec.gpus)
+        if group is None:
+            found = self.idle_fleet.candidates(job.spec)
+            feasible = not isinstance(found, NoFit) and bool(found.buckets)
+            group = entry.groups[job.spec.gpus] = _Group(job.spec.gpus, shape, feasible=feasible)
+        self.jobs += 1
+        if not group.feasible:
+            # No node could take it even idle, and the fleet never changes: it would wait
+            # for ever in the real queue, placing nothing and holding back no one.
+            self.unplaceable += 1
+            return
+        if not group.heap:
+            group.blocked_at = entry.blocked_at = None  # no verdict covers this group yet
+        heapq.heappush(group.heap, (queue_key(job), job))
+        entry.waiting += 1
+        self.waiting += 1
+        self.max_queue = max(self.max_queue, self.waiting)
+
+    def end(self, now: float) -> None:
+        _, _, node, gpus, job = heapq.heappop(self.running)
+        self.fleet.release(node, gpus)
+        self.busy -= len(gpus)
+        if self.observer:
+            self.observer(SimEvent(kind="end", at_s=now, job=job, node=node, gpus=gpus))
+
+    def schedule(self, now: float) -> None:
+        """One pass: the heads of groups that may fit, tried in queue order, as plan_pass would."""
+        heads: list[tuple[QueueKey, int, _Group]] = []
+        tried = []
+        for entry in self.shapes.values():
+            stamp = self.fleet.stamp(entry.shape) if entry.waiting else None
+            if stamp is None or stamp == entry.blocked_at:
+                continue
+            tried.append(entry)
+            most: float | None = None
+            for g in entry.groups.values():
+                if not g.heap or g.blocked_at == stamp:
+                    continue
+                if g.blocked_at is not None:  # refused before: worth a try only if it fits now
+                    most = self.most_free(entry) if most is None else most
+                    if g.gpus > most:
+                        continue
+                heads.append((g.heap[0][0], id(g), g))
+        heapq.heapify(heads)
+        while heads:
+            _, _, group = heapq.heappop(heads)
+            job = group.heap[0][1]
+            outcome = place(job.spec, self.fleet, policy=self.policy)
+            self.decisions += 1
+            if not isinstance(outcome, Placement):
+                continue  # this group is done for the pass: capacity only shrinks from here
+            heapq.heappop(group.heap)
+            self.start(job, outcome, now, self.shapes[group.shape])
+            if group.heap:
+                heapq.heappush(heads, (group.heap[0][0], id(group), group))
+        # Whatever still waits in these shapes failed against at least this much capacity.
+        for entry in tried:
+            entry.blocked_at = self.fleet.stamp(entry.shape)
+            for g in entry.groups.values():
+                g.blocked_at = entry.blocked_at if g.heap else None
+
+    def most_free(self, entry: _Shape) -> float:
+        """The most free GPUs of ``entry``'s shape on one node (-1 when no node qualifies)."""
+        smallest = None
+        for group in entry.groups.values():
+            if group.heap and (smallest is None or group.gpus < smallest.gpus):
+                smallest = group
+        assert smallest is not None, "a shape with waiting jobs has a non-empty group"
+        found = self.fleet.candidates(smallest.heap[0][1].spec)
+        if isinstance(found, NoFit) or not found.buckets:
+            return -1
+        return found.buckets[-1][0]
+
+    def start(self, job: SimJob, placement: Placement, now: float, entry: _Shape) -> None:
+        self.fleet.allocate(placement.node, placement.gpus)
+        heapq.heappush(self.running, (now + job.duration_s, self.seq, placement.node, placement.gpus, job))
+        self.seq += 1
+        self.busy += len(placement.gpus)
+        self.waiting -= 1
+        entry.waiting -= 1
+        self.waits.append(now - job.submit_s)
+        if self.observer:
+            self.observer(SimEvent(kind="start", at_s=now, job=job, node=placement.node,
+                                   gpus=placement.gpus))
+
+
+def simulate(
+    nodes: Sequence[NodeSnapshot],
+    jobs: Iterable[SimJob],
+    *,
+    policy: Policy,
+    starve_after_s: float = 3600.0,
+    sample_every_s: float = 0.0,
+    observer: Callable[[SimEvent], None] | None = None,
+) -> SimResult:
+    """Replay ``jobs`` (in submit order) on ``nodes`` under ``policy``; sample the fleet every
+    ``sample_every_s`` simulated seconds of the window (0: never); tell ``observer`` of every
+    start and end.
+
+    Raises ValueError when the jobs are out of submit order, and what ``place`` raises.
+    """
+    sim = _Run(nodes, policy, observer)
+    samples = sim.run(jobs, sample_every_s=sample_every_s)
+    waits = sorted(sim.waits)
+    capacity = sim.total * sim.window
+    return SimResult(
+        jobs=sim.jobs, placed=len(waits), never_placed=sim.unplaceable + sim.waiting,
+        decisions=sim.decisions,
+        total_gpus=sim.total, window_s=sim.window, makespan_s=sim.makespan,
+        utilization=sim.area_busy / capacity if capacity else 0.0,
+        mean_queue=sim.area_queue / sim.window if sim.window else 0.0, max_queue=sim.max_queue,
+        fragmentation=sim.area_stranded / capacity if capacity else 0.0,
+        wait_p50_s=percentile(waits, 50), wait_p95_s=percentile(waits, 95),
+        wait_p99_s=percentile(waits, 99), wait_max_s=waits[-1] if waits else 0.0,
+        starve_after_s=starve_after_s, starved=len(waits) - bisect_right(waits, starve_after_s),
+        samples=tuple(samples),
+    )
+
+
+def percentile(ordered: Sequence[float], pct: float) -> float:
+    """The nearest-rank ``pct`` percentile of ascending ``ordered`` (0.0 when empty)."""
+    if not ordered:
+        return 0.0
+    rank = max(math.ceil(pct / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
