@@ -1,0 +1,63 @@
+"""``overlay simulate``: compare placement policies on a simulated fleet (docs/simulate.md).
+
+``simulate`` is a click command for the main CLI to register; ``python -m web.cli_simulate``
+runs it alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from overlay.policies import SUPPORTED
+from web.simulate import RunConfig, WorkloadError, default_processes, run_all, table, write_results
+
+
+@click.command("simulate")
+@click.option("--nodes", type=click.IntRange(min=1), default=1_000, show_default=True,
+              help="Nodes in the simulated fleet (mixed A100/H100/L4, four zones).")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Synthetic jobs to replay (not with --workload).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same fleet and jobs.")
+@click.option("--policy", "policies", type=click.Choice(SUPPORTED), multiple=True,
+              help="A policy to run; repeat for several. Default: all of them.")
+@click.option("--workload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Replay this CSV (docs/simulate.md) instead of synthetic jobs.")
+@click.option("--load", type=click.FloatRange(min=0, min_open=True), default=0.95, show_default=True,
+              help="Synthetic jobs offer this share of the fleet's GPU-seconds (not with --workload).")
+@click.option("--starve-after", "starve_after", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True, help="A job that waits longer than this many seconds is starved.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write results.json and chart.svg into this folder.")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Policies simulated at once. Default: one per CPU, up to the number of policies.")
+@click.pass_context
+def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed: int,
+             policies: tuple[str, ...], workload: Path | None, load: float, starve_after: float,
+             out: Path | None, processes: int | None) -> None:
+    """Replay a workload under each placement policy with the scheduler's own placement code,
+    and print utilization, queue waits, fragmentation and starvation per policy."""
+    if workload is not None:
+        for name in ("jobs", "load"):
+            if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+                raise click.UsageError(f"--{name} is for synthetic jobs; a --workload brings its own")
+    config = RunConfig(nodes=nodes, gpus_per_node=gpus_per_node, jobs=jobs, seed=seed, load=load,
+                       starve_after_s=starve_after, workload=workload)
+    chosen = list(dict.fromkeys(policies)) or list(SUPPORTED)
+    try:
+        reports = run_all(config, chosen, processes=processes or default_processes(len(chosen)))
+    except WorkloadError as e:
+        raise click.ClickException(e.message) from e
+    click.echo(table(reports))
+    click.echo(f"starved: waited over {starve_after:g}s; unplaced: no node could ever take them; "
+               "frag: share of GPUs free while jobs waited")
+    if out is not None:
+        results, chart = write_results(out, config, reports)
+        click.echo(f"wrote {results} and {chart}")
+
+
+if __name__ == "__main__":
+    simulate()
