@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from workers import procfs
+
 log = logging.getLogger(__name__)
 KILL_GRACE_S = 1.0
 TAIL_BYTES = 4096
@@ -35,11 +37,13 @@ def run(
     poll_s: float = 0.25,
     user: str | None = None,
     cwd: str | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Run ``argv`` (no shell) until it exits, times out, or ``should_stop`` names a reason.
 
     The whole process group is killed at the end in every case, so nothing the job
-    started in the background keeps a GPU.
+    started in the background keeps a GPU. ``on_start`` gets the pid of the job's
+    session leader as soon as it exists (the agent records it, see workers/orphans.py).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab", buffering=0) as out:
@@ -52,6 +56,8 @@ def run(
         except (OSError, KeyError) as e:
             out.write(f"overlay: cannot start {argv[0]!r}: {e}\n".encode())
             return Outcome(exit_code=None, reason=f"cannot start {argv[0]!r}: {e}")
+        if on_start is not None:
+            on_start(proc.pid)
         return _supervise(proc, timeout_s=timeout_s, should_stop=should_stop, poll_s=poll_s)
 
 
@@ -82,28 +88,28 @@ def _supervise(
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL what is left after a short grace."""
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 0.0)):
+    """SIGTERM the process group, SIGKILL what is left after a short grace; return once
+    no member is left alive (a signal is delivered asynchronously: a member may still
+    run for a moment after kill() returns)."""
+    for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             break
-        try:
-            proc.wait(timeout=grace or 5)
-        except subprocess.TimeoutExpired:
-            continue
-        if not _group_alive(proc.pid):
+        if _group_gone(proc, within_s=grace):
             break
+    proc.poll()
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def _group_gone(proc: subprocess.Popen[bytes], *, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while True:
+        proc.poll()  # reap the leader, so that it does not count as alive
+        if not procfs.live_group_members(proc.pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _group_of(user: str | None) -> int | None:
