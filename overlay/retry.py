@@ -8,6 +8,8 @@ from overlay.model import Job
 from overlay.states import JobState
 
 NODE_LOST = "node lost"
+# The agent process running the attempt died and came back before its node was declared lost.
+AGENT_RESTARTED = "agent restarted"
 
 
 @dataclass(frozen=True, kw_only=True)

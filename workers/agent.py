@@ -18,11 +18,12 @@ from overlay import __version__
 from overlay.errors import InvalidTransition, StaleAttempt
 from overlay.launch import job_argv, job_env, log_path
 from overlay.model import Job, ProbeReport
+from overlay.retry import AGENT_RESTARTED, decide_retry
 from overlay.states import JobState
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store.tables import JobRow
-from workers import runner
+from workers import orphans, runner
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,40 @@ def heartbeat(rt: Runtime, *, now: datetime) -> ProbeReport:
         rt.agent.last_heartbeat_error = f"{type(e).__name__}: {e}"
         raise
     rt.agent.last_heartbeat_at, rt.agent.last_heartbeat_error = time.time(), None
+    if not rt.agent.recovered:
+        recover_lost_attempts(rt, now=now)
     return report
+
+
+def kill_leftovers(rt: Runtime) -> None:
+    """Before taking work: kill the job processes a previous agent process of this node
+    left running (it was SIGKILLed; its attempts are retried or failed elsewhere)."""
+    orphans.kill_leftovers(orphans.running_dir(rt.settings.log_dir, rt.settings.node_name))
+
+
+def recover_lost_attempts(rt: Runtime, *, now: datetime) -> None:
+    """Retry or fail the jobs Postgres says run on this node but no process here runs.
+
+    They belonged to a previous agent process that died (its processes were killed by
+    kill_leftovers). If it came back before NODE_TTL_S, reconcile never saw the node go
+    silent, and without this they would stay RUNNING for ever. Attempts this process
+    has claimed are left alone (a run_job may be starting right now).
+    """
+    requeued = False
+    with rt.sessions.begin() as s:
+        for job in job_store.running_on(s, rt.settings.node_name):
+            if rt.agent.runs(job.job_id, job.attempt):
+                continue
+            decision = decide_retry(job, cause=AGENT_RESTARTED)
+            log.warning("job %s: %s", job.job_id, decision.reason)
+            job_store.transition(s, job.job_id, decision.target, now=now, reason=decision.reason,
+                                 attempt=job.attempt)
+            requeued |= decision.target is JobState.QUEUED
+    rt.agent.recovered = True
+    if requeued:
+        from workers.tasks import schedule  # not at the top: tasks imports this module
+
+        schedule.delay()
 
 
 def node_labels(configured: dict[str, str], report: ProbeReport) -> dict[str, str]:
@@ -80,21 +114,44 @@ def execute(
     job = start(rt, job_id, attempt, now=clock())
     if job is None:
         return None
-    path = log_file(rt, job_id)
+    try:
+        return run_started(rt, job, clock=clock)
+    finally:
+        rt.agent.unclaim(job_id, attempt)
+
+
+def run_started(rt: Runtime, job: Job, *, clock: Callable[[], datetime]) -> runner.Outcome:
+    path = log_file(rt, job.job_id)
     with open(path, "a") as out:
-        out.write(f"=== overlay: {job_id} attempt {attempt} on {rt.settings.node_name}, "
+        out.write(f"=== overlay: {job.job_id} attempt {job.attempt} on {rt.settings.node_name}, "
                   f"CUDA_VISIBLE_DEVICES={','.join(map(str, job.gpus))} ===\n")
-    rt.agent.hold(job_id, job.gpus)
+    rt.agent.hold(job.job_id, job.gpus)
     try:
         outcome = launch(rt, job, path)
     finally:
-        rt.agent.free(job_id)
+        rt.agent.free(job.job_id)
     record_end(rt, job, outcome, path, clock=clock)
     return outcome
 
 
 def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime) -> Job | None:
-    """PLACED -> RUNNING if this message is for the job's current attempt on this node."""
+    """PLACED -> RUNNING if this message is for the job's current attempt on this node.
+
+    The attempt is claimed first, so that recover_lost_attempts never takes a job this
+    process is starting for one a dead process left.
+    """
+    rt.agent.claim(job_id, attempt)
+    try:
+        job = _start(rt, job_id, attempt, now=now)
+    except BaseException:
+        rt.agent.unclaim(job_id, attempt)
+        raise
+    if job is None:
+        rt.agent.unclaim(job_id, attempt)
+    return job
+
+
+def _start(rt: Runtime, job_id: str, attempt: int, *, now: datetime) -> Job | None:
     with rt.sessions.begin() as s:
         row = job_store.get_job(s, job_id, lock=True)
         current = (row.state, row.attempt, row.node)
@@ -117,8 +174,44 @@ def launch(rt: Runtime, job: Job, path: Path) -> runner.Outcome:
         return runner.Outcome(exit_code=None, reason=reason)
     env = job_env(job.spec, job.gpus, agent_env=os.environ, attempt=job.attempt)
     user = rt.settings.job_user if os.geteuid() == 0 and rt.settings.job_user else None
-    return runner.run(argv, env, log_path=path, timeout_s=job.spec.timeout_s,
-                      should_stop=should_stop, user=user)
+    if user:
+        env.update(user_env(user))
+    pidfile = PidFile(orphans.running_dir(rt.settings.log_dir, rt.settings.node_name), job)
+    try:
+        return runner.run(argv, env, log_path=path, timeout_s=job.spec.timeout_s,
+                          should_stop=should_stop, user=user, on_start=pidfile.write)
+    finally:
+        pidfile.remove()
+
+
+def user_env(user: str) -> dict[str, str]:
+    """HOME, USER and LOGNAME of JOB_USER, not of the agent (root), when it exists."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return {}  # the runner fails the job, naming the user
+    return {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user}
+
+
+class PidFile:
+    """The running attempt's pid file (workers/orphans.py): written once the job's
+    session exists, removed when it is over. Failing to write it is logged, not fatal."""
+
+    def __init__(self, directory: Path, job: Job) -> None:
+        self.directory, self.job = directory, job
+        self.path: Path | None = None
+
+    def write(self, pid: int) -> None:
+        try:
+            self.path = orphans.record(self.directory, self.job.job_id, self.job.attempt, pid)
+        except OSError as e:
+            log.warning("job %s: cannot record its pid (%s); a dead agent could leave it running",
+                        self.job.job_id, e)
+
+    def remove(self) -> None:
+        orphans.forget(self.path)
 
 
 def stop_check(rt: Runtime, job_id: str, attempt: int) -> Callable[[], str | None]:

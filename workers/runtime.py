@@ -16,12 +16,28 @@ from overlay.store.session import make_engine, make_sessionmaker
 
 @dataclass
 class AgentState:
-    """What this agent process is doing now: GPUs busy by job, last heartbeat outcome."""
+    """What this agent process is doing now: GPUs busy by job, the attempts it runs,
+    last heartbeat outcome, whether it has dealt with what a previous process left."""
 
     busy: dict[int, str] = field(default_factory=dict)
+    attempts: set[tuple[str, int]] = field(default_factory=set)
+    recovered: bool = False
     last_heartbeat_at: float | None = None
     last_heartbeat_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self, job_id: str, attempt: int) -> None:
+        """Say, before touching the job's row, that this process runs this attempt."""
+        with self.lock:
+            self.attempts.add((job_id, attempt))
+
+    def unclaim(self, job_id: str, attempt: int) -> None:
+        with self.lock:
+            self.attempts.discard((job_id, attempt))
+
+    def runs(self, job_id: str, attempt: int) -> bool:
+        with self.lock:
+            return (job_id, attempt) in self.attempts
 
     def hold(self, job_id: str, gpus: tuple[int, ...]) -> None:
         with self.lock:

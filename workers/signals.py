@@ -1,21 +1,24 @@
-"""Worker start-up hooks: an agent registers as soon as it is ready and opens its port."""
+"""Worker start-up hooks: logging as LOG_FORMAT says; an agent registers as soon as it is ready."""
 
 from __future__ import annotations
 
 import logging
+import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
-from celery.signals import worker_init, worker_ready
+from celery.signals import setup_logging, worker_init, worker_ready
 
 from overlay.errors import GpuProbeError
+from overlay.logfmt import dict_config
 
 log = logging.getLogger(__name__)
 
 
 @worker_init.connect
 def open_probe(sender: Any = None, **_: Any) -> None:
-    """Open the agent's GPU probe before the worker consumes anything.
+    """Open the agent's GPU probe and kill what a dead predecessor left running, before
+    the worker consumes anything.
 
     Real GPU mode without NVML stops the agent here with one clear line.
     """
@@ -28,6 +31,9 @@ def open_probe(sender: Any = None, **_: Any) -> None:
         rt.probe  # noqa: B018 - opening the probe is the check
     except GpuProbeError as e:
         raise SystemExit(f"overlay agent {rt.settings.node_name}: {e.message}") from e
+    from workers import agent
+
+    agent.kill_leftovers(rt)
 
 
 @worker_ready.connect
@@ -43,3 +49,16 @@ def agent_ready(sender: Any = None, **_: Any) -> None:
     report = agent.heartbeat(rt, now=datetime.now(UTC))
     log.info("node %s registered: %d GPU(s), metrics %s", rt.settings.node_name,
              len(report.gpus), report.mode)
+
+
+@setup_logging.connect
+def configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Every Celery process (workers, beat) logs as LOG_FORMAT says, to stderr.
+
+    Connecting here replaces Celery's own logging setup. LOG_LEVEL, when set, wins
+    over the command line's --loglevel.
+    """
+    from workers.app import app
+
+    settings = app.runtime.settings
+    logging.config.dictConfig(dict_config(settings.log_format, settings.log_level or loglevel or "INFO"))

@@ -256,6 +256,16 @@ def active_on_offline_nodes(session: Session) -> list[Job]:
     return [to_job(r) for r in rows]
 
 
+def running_on(session: Session, node: str) -> list[Job]:
+    """RUNNING jobs on ``node``, their rows locked for this transaction."""
+    rows = session.scalars(
+        select(JobRow)
+        .where(JobRow.state == JobState.RUNNING.value, JobRow.node == node)
+        .with_for_update()
+    )
+    return [to_job(r) for r in rows]
+
+
 def stale_placements(session: Session, *, placed_before: datetime) -> list[Job]:
     """PLACED jobs whose run_job has not started them since ``placed_before``."""
     rows = session.scalars(
