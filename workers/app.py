@@ -9,6 +9,7 @@ from celery import Celery
 
 from celeryconfig import HEARTBEAT_EXCHANGE
 from overlay.config import Settings
+from workers.broker import survive_broker_restarts
 from workers.runtime import Runtime
 
 
@@ -21,6 +22,7 @@ class OverlayCelery(Celery):
 
 
 def create_celery(settings: Settings) -> OverlayCelery:
+    survive_broker_restarts()
     celery = OverlayCelery("overlay", broker=settings.broker_url, include=["workers.tasks"])
     celery.config_from_object("celeryconfig")
     celery.conf.beat_schedule = {
