@@ -29,7 +29,7 @@ def schedule() -> int:
 def reconcile() -> int:
     """Beat's tick: expire silent nodes, retry their jobs, re-send lost messages, schedule."""
     rt = app.runtime
-    send_run_jobs(scheduler.reconcile(rt.sessions, rt.settings, now=utcnow()))
+    send_run_jobs(lost_messages(scheduler.reconcile(rt.sessions, rt.settings, now=utcnow())))
     return schedule()
 
 
@@ -49,6 +49,25 @@ def heartbeat() -> None:
     rt = app.runtime
     if rt.is_agent:
         agent.heartbeat(rt, now=utcnow())
+
+
+def lost_messages(stale: list[scheduler.Dispatch]) -> list[scheduler.Dispatch]:
+    """Of the PLACED jobs not started in time, those whose run_job was lost (Redis was
+    wiped or restarted): their node's queue is empty, so no message is left to take.
+
+    While the queue still holds messages the agent is busy and will come to the job's
+    own in turn; re-sending then would pile a duplicate on it at every tick.
+    """
+    if not stale:
+        return []
+    with app.pool.acquire(block=True) as conn:
+        client = conn.default_channel.client
+        waiting = {node: client.llen(f"assign:{node}") for node in {d.node for d in stale}}
+    lost = [d for d in stale if waiting[d.node] == 0]
+    if lost:
+        log.warning("re-sending run_job for %d job(s) whose message was lost: %s", len(lost),
+                    ", ".join(d.job_id for d in lost[:10]))
+    return lost
 
 
 def send_run_jobs(dispatches: Iterable[scheduler.Dispatch]) -> None:
