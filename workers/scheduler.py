@@ -6,16 +6,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from overlay.fleet import Fleet
-from overlay.policies import get_policy
-from overlay.queueing import plan_pass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from overlay.config import Settings
 from overlay.errors import GpuTaken
+from overlay.fleet import Fleet
 from overlay.liveness import expiry_window
 from overlay.model import Placement
+from overlay.policies import get_policy
+from overlay.queueing import plan_pass
 from overlay.retry import decide_retry
 from overlay.store import cluster
 from overlay.store import jobs as job_store
@@ -48,7 +48,8 @@ def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: d
         if not queued:
             return []
         policy = get_policy(cluster.active_policy(s, default=settings.scheduler_policy))
-        fleet = Fleet.from_snapshots(node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s))
+        fleet = Fleet.from_snapshots(node_store.live_snapshots(
+            s, now=now, ttl_s=settings.node_ttl_s, tick_s=settings.reconcile_interval_s))
         dispatches: list[Dispatch] = []
         waiting: dict[str, str] = {}
         for decision in plan_pass(queued, fleet, policy=policy):

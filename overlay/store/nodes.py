@@ -11,7 +11,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from overlay.errors import NodeNotFound
+from overlay.liveness import expiry_window
 from overlay.model import GpuDevice, NodeInfo, NodeSnapshot, NodeState, ProbeReport
+from overlay.store import cluster
 from overlay.store.tables import GpuAllocationRow, GpuRow, NodeRow
 
 GPU_FIELDS = (
@@ -74,19 +76,44 @@ def set_draining(session: Session, name: str, draining: bool) -> None:
         raise NodeNotFound(name)
 
 
-def live_snapshots(session: Session, *, now: datetime, ttl_s: float) -> list[NodeSnapshot]:
-    """Snapshots of the nodes placement may use: seen within the TTL."""
-    return [info.snapshot for info in node_infos(session, now=now, ttl_s=ttl_s)]
+def live_snapshots(
+    session: Session, *, now: datetime, ttl_s: float, tick_s: float | None = None
+) -> list[NodeSnapshot]:
+    """Snapshots of the nodes placement may use: live as ``node_infos`` judges."""
+    return [info.snapshot for info in node_infos(session, now=now, ttl_s=ttl_s, tick_s=tick_s)]
+
+
+def liveness_cutoff(session: Session, *, now: datetime, ttl_s: float, tick_s: float) -> datetime | None:
+    """The cutoff reconcile would apply now (overlay/liveness.py), read without a lock:
+    None while it judges no node by silence, because beat or reconcile was away."""
+    previous, paused = cluster.reconcile_state(session, lock=False)
+    return expiry_window(now, previous_tick=previous, paused_until=paused, ttl_s=ttl_s,
+                         tick_s=tick_s).cutoff
 
 
 def node_infos(
-    session: Session, *, now: datetime, ttl_s: float, include_offline: bool = False
+    session: Session,
+    *,
+    now: datetime,
+    ttl_s: float,
+    include_offline: bool = False,
+    tick_s: float | None = None,
 ) -> list[NodeInfo]:
-    """Every live node (and the dead ones if asked) with GPUs and GPU holders, by name."""
-    cutoff = now - timedelta(seconds=ttl_s)
+    """Every live node (and the dead ones if asked) with GPUs and GPU holders, by name.
+
+    Live: online and seen within ``ttl_s``. With ``tick_s`` (the reconcile interval) the
+    age test follows reconcile's rule instead: while beat is away nodes are silent
+    because nobody asks them, so they stay live until reconcile, back, says otherwise.
+    """
+    if tick_s is None:
+        cutoff: datetime | None = now - timedelta(seconds=ttl_s)
+    else:
+        cutoff = liveness_cutoff(session, now=now, ttl_s=ttl_s, tick_s=tick_s)
     query = select(NodeRow).order_by(NodeRow.name)
     if not include_offline:
-        query = query.where(NodeRow.state == NodeState.ONLINE.value, NodeRow.last_seen >= cutoff)
+        query = query.where(NodeRow.state == NodeState.ONLINE.value)
+        if cutoff is not None:
+            query = query.where(NodeRow.last_seen >= cutoff)
     nodes = session.scalars(query).all()
     gpus: dict[str, list[GpuDevice]] = defaultdict(list)
     for g in session.scalars(select(GpuRow).order_by(GpuRow.node, GpuRow.index)):
@@ -97,8 +124,10 @@ def node_infos(
     return [_info(n, gpus[n.name], holders[n.name], cutoff) for n in nodes]
 
 
-def _info(row: NodeRow, gpus: list[GpuDevice], holders: dict[int, str], cutoff: datetime) -> NodeInfo:
-    if row.state != NodeState.ONLINE.value or row.last_seen < cutoff:
+def _info(
+    row: NodeRow, gpus: list[GpuDevice], holders: dict[int, str], cutoff: datetime | None
+) -> NodeInfo:
+    if row.state != NodeState.ONLINE.value or (cutoff is not None and row.last_seen < cutoff):
         state = NodeState.OFFLINE
     else:
         state = NodeState.DRAINING if row.draining else NodeState.ONLINE
