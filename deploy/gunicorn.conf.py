@@ -2,19 +2,29 @@
 
 import os
 
+from overlay.config import Settings
+from overlay.logfmt import dict_config
+
+_settings = Settings.from_env(os.environ)
+
 bind = os.environ.get("API_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("API_WORKERS", "2"))
 threads = int(os.environ.get("API_THREADS", "16"))
 worker_class = "gthread"
 accesslog = "-"
 timeout = 60
+# The API's, gunicorn's and the access log's lines all go to the root logger, as LOG_FORMAT says.
+_level = _settings.log_level.upper() or "INFO"
+logconfig_dict = {
+    **dict_config(_settings.log_format, _level),
+    "loggers": {
+        "gunicorn.error": {"level": _level, "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+    },
+}
 
 
 def on_starting(server):
-    import logging
-
-    from overlay.config import Settings
     from web.bootstrap import bootstrap_storage
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    bootstrap_storage(Settings.from_env(os.environ))
+    bootstrap_storage(_settings)

@@ -94,3 +94,8 @@ def dict_config(log_format: str, level: str | int) -> dict[str, Any]:
         },
         "root": {"level": level.upper() if isinstance(level, str) else level, "handlers": ["console"]},
     }
+
+
+def job_fields(job_id: str, node: str | None, **more: Any) -> dict[str, Any]:
+    """The ``extra=`` of a log line about a job: its id and node always (node None before placement)."""
+    return {"job_id": job_id, "node": node, **more}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from overlay.logfmt import job_fields
 from overlay.states import JobState
 from overlay.store import jobs as store
 from web.schemas import JobSchema, StateChangeSchema
@@ -14,6 +16,7 @@ from web.services import services
 from web.views import job_view
 
 blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Admin")
+log = logging.getLogger(__name__)
 
 
 @blp.route("/jobs/<job_id>/state")
@@ -29,6 +32,8 @@ class JobState_(MethodView):
             job = store.transition(
                 s, job_id, target, now=svc.clock(), reason=body.get("reason", "set by admin")
             )
+        log.warning("job %s set to %s by admin: %s", job_id, target.value, job.reason,
+                    extra=job_fields(job_id, job.node, state=target.value, attempt=job.attempt))
         if target is JobState.QUEUED or target.terminal:
             svc.dispatcher.schedule()
         return job_view(job)

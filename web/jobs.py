@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from overlay.launch import log_path
+from overlay.logfmt import job_fields
 from overlay.model import Job, JobSpec
 from overlay.states import JobState
 from overlay.store import jobs as store
@@ -27,6 +29,7 @@ from web.services import services
 from web.views import job_view
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Jobs")
+log = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -58,6 +61,8 @@ class Jobs(MethodView):
         svc = services()
         with svc.transaction() as s:
             job = store.insert_job(s, spec, now=svc.clock())
+        log.info("job %s submitted: %d GPU(s)", job.job_id, spec.gpus,
+                 extra=job_fields(job.job_id, None, state=job.state.value, gpus_wanted=spec.gpus))
         svc.dispatcher.schedule()
         return job_view(job)
 
@@ -129,4 +134,6 @@ class JobCancel(MethodView):
         svc = services()
         with svc.transaction() as s:
             job = store.cancel(s, job_id, now=svc.clock())
+        log.info("job %s cancelled by user", job_id,
+                 extra=job_fields(job_id, job.node, state=job.state.value, attempt=job.attempt))
         return job_view(job)

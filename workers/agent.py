@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from overlay import __version__
 from overlay.errors import InvalidTransition, StaleAttempt
 from overlay.launch import job_argv, job_env, log_path
+from overlay.logfmt import job_fields
 from overlay.model import Job, ProbeReport
 from overlay.retry import AGENT_RESTARTED, decide_retry
 from overlay.states import JobState
@@ -69,7 +70,8 @@ def recover_lost_attempts(rt: Runtime, *, now: datetime) -> None:
             if rt.agent.runs(job.job_id, job.attempt):
                 continue
             decision = decide_retry(job, cause=AGENT_RESTARTED)
-            log.warning("job %s: %s", job.job_id, decision.reason)
+            log.warning("job %s: %s", job.job_id, decision.reason, extra=job_fields(
+                job.job_id, rt.settings.node_name, state=decision.target.value, attempt=job.attempt))
             job_store.transition(s, job.job_id, decision.target, now=now, reason=decision.reason,
                                  attempt=job.attempt)
             requeued |= decision.target is JobState.QUEUED
@@ -157,9 +159,12 @@ def _start(rt: Runtime, job_id: str, attempt: int, *, now: datetime) -> Job | No
         current = (row.state, row.attempt, row.node)
         if current != (JobState.PLACED.value, attempt, rt.settings.node_name):
             log.info("job %s: ignoring run_job for attempt %s (job is %s, attempt %s, on %s)",
-                     job_id, attempt, *current)
+                     job_id, attempt, *current, extra=job_fields(job_id, rt.settings.node_name))
             return None
-        return job_store.transition(s, job_id, JobState.RUNNING, now=now, attempt=attempt)
+        job = job_store.transition(s, job_id, JobState.RUNNING, now=now, attempt=attempt)
+    log.info("job %s running on %s, GPUs %s", job_id, job.node, list(job.gpus), extra=job_fields(
+        job_id, job.node, state=job.state.value, attempt=attempt, gpus=list(job.gpus)))
+    return job
 
 
 def launch(rt: Runtime, job: Job, path: Path) -> runner.Outcome:
@@ -249,10 +254,12 @@ def record_end(
     while True:
         try:
             with rt.sessions.begin() as s:
-                return job_store.finish(
+                ended = job_store.finish(
                     s, job.job_id, attempt=job.attempt, target=target, now=clock(),
                     reason=outcome.reason, exit_code=outcome.exit_code, log_tail=runner.tail(path),
                 )
+            log_end(job, ended, outcome)
+            return ended
         except (InvalidTransition, StaleAttempt) as e:
             log.info("job %s: end not recorded: %s", job.job_id, e)
             return None
@@ -261,6 +268,18 @@ def record_end(
                         job.job_id, e.orig, delay)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def log_end(job: Job, ended: Job | None, outcome: runner.Outcome) -> None:
+    """One line for how the attempt ended (``ended`` is None if the job had moved on)."""
+    fields = job_fields(job.job_id, job.node, attempt=job.attempt, exit_code=outcome.exit_code,
+                        reason=outcome.reason)
+    if ended is None:
+        log.info("job %s: attempt %s ended (exit %s) after the job had moved on", job.job_id,
+                 job.attempt, outcome.exit_code, extra=fields)
+        return
+    log.info("job %s %s on %s (exit %s)%s", job.job_id, ended.state.value, job.node, outcome.exit_code,
+             f": {outcome.reason}" if outcome.reason else "", extra={**fields, "state": ended.state.value})
 
 
 def log_file(rt: Runtime, job_id: str) -> Path:

@@ -13,7 +13,8 @@ from overlay.config import Settings
 from overlay.errors import GpuTaken
 from overlay.fleet import Fleet
 from overlay.liveness import expiry_window
-from overlay.model import Placement
+from overlay.logfmt import job_fields
+from overlay.model import Job, Placement
 from overlay.policies import get_policy
 from overlay.queueing import plan_pass
 from overlay.retry import decide_retry
@@ -51,6 +52,7 @@ def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: d
         fleet = Fleet.from_snapshots(node_store.live_snapshots(
             s, now=now, ttl_s=settings.node_ttl_s, tick_s=settings.reconcile_interval_s))
         dispatches: list[Dispatch] = []
+        placed: list[Job] = []
         waiting: dict[str, str] = {}
         for decision in plan_pass(queued, fleet, policy=policy):
             if not isinstance(decision.outcome, Placement):
@@ -63,7 +65,11 @@ def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: d
                 continue
             assert job.node is not None
             dispatches.append(Dispatch(job_id=job.job_id, attempt=job.attempt, node=job.node))
+            placed.append(job)
         job_store.set_waiting_reasons(s, waiting)
+    for job in placed:  # committed now
+        log.info("job %s placed on %s, GPUs %s", job.job_id, job.node, list(job.gpus), extra=job_fields(
+            job.job_id, job.node, state=job.state.value, attempt=job.attempt, gpus=list(job.gpus)))
     if dispatches:
         log.info("placed %d job(s); %d waiting", len(dispatches), len(waiting))
     return dispatches
@@ -82,7 +88,8 @@ def reconcile(sessions: sessionmaker[Session], settings: Settings, *, now: datet
                 log.warning("node %s is offline: no heartbeat for %ss", name, settings.node_ttl_s)
         for job in job_store.active_on_offline_nodes(s):
             decision = decide_retry(job)
-            log.warning("job %s: %s", job.job_id, decision.reason)
+            log.warning("job %s: %s", job.job_id, decision.reason, extra=job_fields(
+                job.job_id, job.node, state=decision.target.value, attempt=job.attempt))
             job_store.transition(s, job.job_id, decision.target, now=now, reason=decision.reason,
                                  attempt=job.attempt)
         job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S))

@@ -67,4 +67,6 @@ def migrate(url: str) -> None:
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    # The calling process has set up its logging (LOG_FORMAT); alembic.ini's must not replace it.
+    cfg.attributes["skip_logging"] = True
     command.upgrade(cfg, "head")
