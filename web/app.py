@@ -11,7 +11,7 @@ from flask_smorest import Api
 from overlay import __version__
 from overlay.config import Settings
 from overlay.store.session import make_engine, make_sessionmaker
-from web import admin, errors, health, jobs, metrics, nodes, policies
+from web import admin, dashboard, errors, health, jobs, metrics, nodes, policies
 from web.dispatch import Dispatcher
 from web.services import Services
 from web.waiter import JobWaiter
@@ -43,5 +43,6 @@ def create_app(config: Settings | None = None, *, services: Services | None = No
     for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, metrics.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
+    app.register_blueprint(dashboard.blp)
     errors.register(app)
     return app

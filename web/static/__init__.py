@@ -1,0 +1,1 @@
+"""The dashboard's static files (a package so setuptools ships them as its data)."""
