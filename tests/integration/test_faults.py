@@ -1,0 +1,403 @@
+"""Faults done for real to real processes: no crash of one process loses a job.
+
+Each test starts gunicorn, the scheduler, beat and agents (fake GPUs: NVML is the one
+thing replaced), then SIGKILLs one, wipes or restarts Redis, restarts Postgres or stops
+beat, and checks what Postgres and the API say afterwards. The Stack runs with
+HEARTBEAT_INTERVAL_S=1, RECONCILE_INTERVAL_S=1 and NODE_TTL_S=4, so every "within"
+below is seconds. docs/reliability.md lists which promise each test proves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+from celery import Celery
+from sqlalchemy import create_engine, select, text
+
+from overlay.store import jobs as job_store
+from overlay.store.session import ensure_database, migrate
+from overlay.store.tables import GpuAllocationRow
+from tests.integration.services import (
+    PrivatePostgres,
+    PrivateRedis,
+    set_aside_log,
+    start_agent,
+    start_cluster,
+)
+from tests.integration.stack import Stack, wait_until
+from tests.integration.test_e2e import assert_no_gpu_double_booked, pid_alive
+
+pytestmark = pytest.mark.slow
+TERMINAL = {"DONE", "FAILED", "CANCELLED"}
+TTL_S, TICK_S = 4, 1
+# How long reconcile waits before it re-sends a lost run_job (workers/scheduler.py).
+RESEND_S = 10
+
+
+def submit(stack: Stack, **body) -> dict:
+    response = requests.post(f"{stack.api}/api/jobs", json=body, timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def job(stack: Stack, job_id: str) -> dict:
+    response = requests.get(f"{stack.api}/api/jobs/{job_id}", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_state(stack: Stack, job_id: str, states: set[str], timeout: float = 30) -> dict:
+    return wait_until(lambda: (j := job(stack, job_id))["state"] in states and j,
+                      timeout=timeout, what=f"{job_id} to reach {states}", every=0.2)
+
+
+def events(sessions, job_id: str) -> list[tuple[str, int, str | None]]:
+    with sessions() as s:
+        return [(e.to_state, e.attempt, e.reason) for e in job_store.events(s, job_id)]
+
+
+def allocations(sessions, node: str) -> list[tuple[int, str]]:
+    with sessions() as s:
+        rows = s.scalars(select(GpuAllocationRow).where(GpuAllocationRow.node == node))
+        return [(a.gpu_index, a.job_id) for a in rows]
+
+
+def send_run_job(redis_url: str, node: str, job_id: str, attempt: int) -> None:
+    """A run_job as the scheduler sends it, e.g. a late one for a dead attempt."""
+    client = Celery("fault-test", broker=redis_url)
+    client.config_from_object("celeryconfig")
+    client.send_task("overlay.run_job", args=[job_id, attempt], queue=f"assign:{node}")
+    client.close()
+
+
+def run_count(sessions, job_id: str) -> int:
+    return sum(1 for state, _, _ in events(sessions, job_id) if state == "RUNNING")
+
+
+def test_a_sigkilled_agent_s_job_is_retried_elsewhere_or_failed_and_nothing_of_it_lingers(
+    stack, sessions, redis_url, tmp_path
+):
+    # Given two jobs running on node-a: one may be retried once, one may not
+    start_cluster(stack)
+    pids = tmp_path / "pids"
+    submit(stack, job_id="retried", gpus=1, max_retries=1, cmd=[
+        "sh", "-c", f'echo "$OVERLAY_ATTEMPT $$" >> {pids}; [ "$OVERLAY_ATTEMPT" != 1 ] || exec sleep 120'])
+    submit(stack, job_id="lost", gpus=1, cmd=["sh", "-c", f'echo "lost $$" >> {pids}; exec sleep 120'])
+    for job_id in ("retried", "lost"):
+        assert wait_state(stack, job_id, {"RUNNING"})["node"] == "node-a"
+    wait_until(lambda: pids.exists() and len(pids.read_text().splitlines()) == 2, timeout=10,
+               what="both jobs to start")
+    orphans = [int(line.split()[1]) for line in pids.read_text().splitlines()]
+
+    # When node-a's agent is SIGKILLed
+    stack.kill("node-a")
+    killed_at = time.monotonic()
+    # (its jobs run in sessions of their own: they outlive it, as they would on a real node)
+    assert all(pid_alive(p) for p in orphans)
+
+    # Then within NODE_TTL_S and a reconcile tick or two, the retriable job runs again on node-b
+    retried = wait_state(stack, "retried", {"DONE"}, timeout=TTL_S + 3 * TICK_S + 15)
+    assert (retried["attempt"], retried["node"], retried["exit_code"]) == (2, "node-b", 0)
+    assert ("QUEUED", 1, "node lost (node-a); retry 1 of 1") in events(sessions, "retried")
+    # and the other one has FAILED, saying why
+    lost = wait_state(stack, "lost", {"FAILED"}, timeout=5)
+    assert (lost["reason"], lost["attempt"]) == ("node lost", 1)
+    print(f"both settled {time.monotonic() - killed_at:.1f}s after the kill")
+    # and node-a's GPUs are free
+    assert allocations(sessions, "node-a") == []
+
+    # When node-a's agent comes back, it kills what its predecessor left running
+    set_aside_log(stack, "node-a")
+    start_agent(stack, "node-a")
+    stack.wait_ready("node-a")
+    wait_until(lambda: not any(pid_alive(p) for p in orphans), timeout=10, what="the orphans to die")
+    assert not list((stack.workdir / "joblogs" / ".running" / "node-a").glob("*.pid"))
+
+    # And late run_job messages for the dead attempts change nothing
+    before = {j: events(sessions, j) for j in ("retried", "lost")}
+    for job_id in ("retried", "lost"):
+        send_run_job(redis_url, "node-a", job_id, 1)
+    wait_until(lambda: stack.output("node-a").count("ignoring run_job for attempt 1") == 2,
+               timeout=15, what="node-a to ignore both late messages")
+    assert {j: events(sessions, j) for j in ("retried", "lost")} == before
+    assert job(stack, "retried")["state"] == "DONE" and job(stack, "lost")["state"] == "FAILED"
+    assert [line.split()[0] for line in pids.read_text().splitlines()] == ["1", "lost", "2"]
+
+
+def test_an_agent_that_dies_and_comes_back_before_the_ttl_retries_what_it_was_running(
+    stack, sessions, tmp_path
+):
+    # Given a job running on node-a, and no beat: nobody would ever declare node-a dead
+    start_cluster(stack, agents=("node-a",), beat=False)
+    pids = tmp_path / "pids"
+    submit(stack, job_id="j", gpus=1, max_retries=1, cmd=[
+        "sh", "-c", f'echo "$OVERLAY_ATTEMPT $$" >> {pids}; [ "$OVERLAY_ATTEMPT" != 1 ] || exec sleep 120'])
+    wait_state(stack, "j", {"RUNNING"})
+    wait_until(lambda: pids.exists() and pids.read_text(), timeout=10, what="the job to start")
+    orphan = int(pids.read_text().split()[1])
+    # When its agent is SIGKILLed and restarted at once
+    stack.kill("node-a")
+    set_aside_log(stack, "node-a")
+    start_agent(stack, "node-a")
+    stack.wait_ready("node-a")
+    # Then the old attempt's process is killed, and the job is retried and ends DONE
+    wait_until(lambda: not pid_alive(orphan), timeout=10, what="the orphan to die")
+    done = wait_state(stack, "j", TERMINAL, timeout=30)
+    assert (done["state"], done["attempt"]) == ("DONE", 2)
+    assert ("QUEUED", 1, "agent restarted (node-a); retry 1 of 1") in events(sessions, "j")
+    assert allocations(sessions, "node-a") == []
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> PrivateRedis:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize("fault", ["FLUSHDB", "restart"])
+def test_jobs_queued_and_placed_when_redis_is_wiped_or_restarted_all_end_and_run_once(
+    fault, database_url, sessions, tmp_path, private_redis
+):
+    # Given node-a busy: 8 jobs running (its 8 worker threads), 4 placed and waiting in
+    # assign:node-a, and 2 queued for want of a free GPU
+    stack = Stack(database_url=database_url, redis_url=private_redis.url, workdir=tmp_path)
+    try:
+        start_cluster(stack, agents=("node-a",))
+        ids = [f"gpu-{i}" for i in range(6)] + [f"cpu-{i}" for i in range(6)]
+        for job_id in ids:
+            submit(stack, job_id=job_id, gpus=1 if job_id.startswith("gpu") else 0, cmd=["sleep", "3"])
+        broker = private_redis.client()
+        wait_until(lambda: broker.llen("assign:node-a") > 0, timeout=10, what="run_job messages waiting")
+        states = {j: job(stack, j)["state"] for j in ids}
+        assert {"QUEUED", "PLACED", "RUNNING"} <= set(states.values()), states
+
+        # When Redis loses everything it held
+        if fault == "FLUSHDB":
+            broker.flushdb()
+        else:
+            private_redis.kill()
+            private_redis.start()
+        assert broker.llen("assign:node-a") == 0
+
+        # Then every job still ends DONE, each run exactly once, from what Postgres says
+        for job_id in ids:
+            assert wait_state(stack, job_id, TERMINAL, timeout=RESEND_S + 45)["state"] == "DONE"
+        assert {j: run_count(sessions, j) for j in ids} == dict.fromkeys(ids, 1)
+        # and the API still dispatches new work through the new Redis
+        submit(stack, job_id="after", cmd=["true"])
+        assert wait_state(stack, "after", TERMINAL)["state"] == "DONE"
+    finally:
+        stack.stop_all()
+        print(stack.all_output()[-20000:])
+
+
+def waiting_for_a_lock(engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.scalar(text("select count(*) from pg_locks where not granted")))
+
+
+def test_a_scheduler_killed_mid_pass_double_books_nothing_and_leaves_nothing_placed(
+    database_url, sessions, tmp_path, private_redis
+):
+    # Given 8 one-GPU jobs queued for 6 GPUs, and the row of one of them locked by the
+    # test, so that the scheduler's pass stops half-way through, inside its transaction
+    stack = Stack(database_url=database_url, redis_url=private_redis.url, workdir=tmp_path)
+    engine = create_engine(database_url)
+    try:
+        start_cluster(stack)
+        stack.kill("scheduler")
+        ids = [f"j{i}" for i in range(8)]
+        for job_id in ids:
+            submit(stack, job_id=job_id, gpus=1, cmd=["sleep", "1"])
+        blocker = engine.connect()
+        blocker.begin()
+        blocker.execute(text("select 1 from jobs where job_id = 'j3' for update"))
+        restart_scheduler(stack)
+        wait_until(lambda: waiting_for_a_lock(engine), timeout=15, what="the pass to block on j3")
+
+        # When the scheduler is SIGKILLed there, with j0..j2 placed but not committed
+        stack.kill("scheduler")
+        # Then nothing of its pass remains: no job PLACED, no GPU held
+        assert {job(stack, j)["state"] for j in ids} == {"QUEUED"}
+        assert allocations(sessions, "node-a") + allocations(sessions, "node-b") == []
+
+        # When the next scheduler commits its placements and is SIGKILLed before it can
+        # send a single run_job (Redis is down meanwhile)
+        restart_scheduler(stack)
+        wait_until(lambda: waiting_for_a_lock(engine), timeout=15, what="the pass to block on j3")
+        private_redis.kill()
+        blocker.rollback()
+        blocker.close()
+        wait_until(lambda: sum(job(stack, j)["state"] == "PLACED" for j in ids) == 6, timeout=15,
+                   what="six jobs PLACED")
+        stack.kill("scheduler")
+        private_redis.start()
+
+        # Then once a scheduler is back, reconcile re-sends what Postgres says is placed:
+        # every job ends DONE, none stays PLACED, no GPU was ever held by two jobs
+        restart_scheduler(stack)
+        for job_id in ids:
+            assert wait_state(stack, job_id, TERMINAL, timeout=RESEND_S + 40)["state"] == "DONE"
+        assert_no_gpu_double_booked(sessions, ids)
+        assert {j: run_count(sessions, j) for j in ids} == dict.fromkeys(ids, 1)
+        assert "re-sending run_job for 6 job(s)" in stack.output("scheduler")
+    finally:
+        stack.stop_all()
+        engine.dispose()
+        print(stack.all_output()[-20000:])
+
+
+def restart_scheduler(stack: Stack) -> None:
+    set_aside_log(stack, "scheduler")
+    stack.start_scheduler()
+
+
+def test_every_submit_answered_201_across_api_sigkills_has_its_row_and_no_refused_one_has(
+    stack, sessions
+):
+    # Given the API under load: 8 clients submitting, every 4th body invalid; a client
+    # whose request breaks off retries the same job_id until it gets an answer
+    start_cluster(stack, agents=(), beat=False)
+    answers: dict[str, int] = {}  # job_id -> the final answer to its submit
+    tried: set[str] = set()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            job_id, i = f"c{n}-{i}", i + 1
+            body = {"job_id": job_id, "cmd": ["true"] if i % 4 else []}
+            tried.add(job_id)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    status = requests.post(f"{stack.api}/api/jobs", json=body, timeout=10).status_code
+                except requests.RequestException:
+                    time.sleep(0.05)  # no answer: it may or may not be stored; ask again
+                    continue
+                answers[job_id] = status
+                if status < 500:
+                    break
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        # When the API's processes are SIGKILLed and started again, twice
+        for _ in range(2):
+            time.sleep(1.5)
+            stack.kill("api")
+            set_aside_log(stack, "api")
+            stack.start_api()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=90)
+
+    # Then every submit got an answer in the end: 201, or 409 when an earlier try of
+    # the same job_id had been stored before its connection broke, or 422 for a bad body
+    assert set(answers) == tried and set(answers.values()) <= {201, 409, 422}, answers
+    # and exactly the accepted ones have a row
+    with sessions() as s:
+        rows = set(s.scalars(text("select job_id from jobs")))
+    accepted = {j for j, status in answers.items() if status in (201, 409)}
+    assert len(accepted) > 50 and len(answers) > len(accepted)
+    assert rows == accepted
+
+
+def nodes(stack: Stack, query: str = "") -> dict[str, dict]:
+    body = requests.get(f"{stack.api}/api/nodes{query}", timeout=5).json()
+    return {n["name"]: n for n in body["nodes"]}
+
+
+def test_while_beat_is_down_and_after_it_is_back_healthy_nodes_stay_alive_and_jobs_run_on(
+    stack, sessions
+):
+    """"Beat down for a minute", scaled to the Stack's 4 s TTL: down for 3 × NODE_TTL_S."""
+    # Given a job running on node-a, which could be retried if node-a were thought dead
+    start_cluster(stack)
+    outage_s = 3 * TTL_S
+    submit(stack, job_id="long", gpus=1, max_retries=1, cmd=["sleep", str(outage_s + 10)])
+    assert wait_state(stack, "long", {"RUNNING"})["node"] == "node-a"
+
+    # When beat is SIGKILLed: no heartbeats are asked for, no reconcile runs
+    stack.kill("beat")
+    time.sleep(outage_s)
+    # Then meanwhile the nodes are still listed, though silent for longer than the TTL
+    silent = nodes(stack)
+    assert set(silent) == {"node-a", "node-b"}
+    assert min(n["last_seen_age_s"] for n in silent.values()) > TTL_S
+    # and work can still be placed on them
+    submit(stack, job_id="during", gpus=1, cmd=["true"])
+    assert wait_state(stack, "during", TERMINAL)["state"] == "DONE"
+
+    # When beat is back
+    set_aside_log(stack, "beat")
+    stack.start_beat()
+    wait_until(lambda: all(n["last_seen_age_s"] < 2 for n in nodes(stack).values()), timeout=15,
+               what="heartbeats again")
+    time.sleep(TTL_S + 2 * TICK_S)  # past the pause reconcile takes after a gap
+    # Then no node was declared dead and the job was never retried: it ends DONE on attempt 1
+    assert nodes(stack, "?include=offline").keys() == {"node-a", "node-b"}
+    assert all(n["state"] == "online" for n in nodes(stack, "?include=offline").values())
+    done = wait_state(stack, "long", TERMINAL, timeout=outage_s + 20)
+    assert (done["state"], done["attempt"]) == ("DONE", 1)
+    assert [state for state, _, _ in events(sessions, "long")] == ["QUEUED", "PLACED", "RUNNING", "DONE"]
+    assert "is offline" not in stack.output("scheduler")
+
+
+@pytest.fixture
+def private_postgres():
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+def test_while_postgres_restarts_ready_says_503_running_jobs_go_on_and_their_end_is_recorded(
+    redis_url, tmp_path, private_postgres
+):
+    # Given a stack on a Postgres of its own, and a job running that ends during the outage
+    database_url = f"{private_postgres.server}/overlay"
+    ensure_database(database_url)
+    migrate(database_url)
+    stack = Stack(database_url=database_url, redis_url=redis_url, workdir=tmp_path)
+    ended = tmp_path / "ended"
+    try:
+        start_cluster(stack, agents=("node-a",))
+        submit(stack, job_id="through", gpus=1, cmd=["sh", "-c", f"sleep 3; echo bye; touch {ended}"])
+        wait_state(stack, "through", {"RUNNING"})
+
+        # When Postgres stops (immediate: as a crash would)
+        private_postgres.stop()
+        # Then /ready answers 503 naming Postgres, and the API's other answers are 503 too
+        ready = wait_until(lambda: (r := requests.get(f"{stack.api}/ready", timeout=10)).status_code == 503
+                           and r.json(), timeout=15, what="/ready to say 503")
+        assert ready["postgres"]["ok"] is False and ready["redis"]["ok"] is True
+        listing = requests.get(f"{stack.api}/api/jobs", timeout=10)
+        assert listing.status_code == 503 and listing.json()["code"] == 503
+        # and the job runs to its end meanwhile
+        wait_until(ended.exists, timeout=15, what="the job to end")
+        time.sleep(2)
+
+        # When Postgres is back
+        private_postgres.start()
+        # Then the API is ready again by itself, and the job's end is recorded: DONE, attempt 1
+        wait_until(lambda: requests.get(f"{stack.api}/ready", timeout=10).status_code == 200,
+                   timeout=20, what="/ready to say 200 again")
+        done = wait_state(stack, "through", TERMINAL, timeout=30)
+        assert (done["state"], done["exit_code"], done["attempt"]) == ("DONE", 0, 1)
+        assert "Postgres is away" in stack.output("node-a")
+        # and new work runs
+        submit(stack, job_id="after", cmd=["true"])
+        assert wait_state(stack, "after", TERMINAL)["state"] == "DONE"
+    finally:
+        stack.stop_all()
+        print(stack.all_output()[-20000:])
