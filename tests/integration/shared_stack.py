@@ -19,12 +19,14 @@ from tests.conftest import TEST_REDIS_URL
 from tests.integration.stack import Stack
 
 
-def shared_stack(database_url: str, workdir: Path, *, print_output: bool = True) -> Iterator[Stack]:
-    """Yield a running stack; afterwards stop it and leave the database and broker empty."""
+def shared_stack(database_url: str, workdir: Path, **env: str) -> Iterator[Stack]:
+    """Yield a running stack (``env`` added to its processes'); afterwards stop it and leave
+    the database and broker empty."""
     broker = redis.Redis.from_url(TEST_REDIS_URL)
     broker.flushdb()
     # A loaded test machine can delay a heartbeat past the usual 4 s; these tests are not about that.
-    stack = Stack(database_url=database_url, redis_url=TEST_REDIS_URL, workdir=workdir, NODE_TTL_S="30")
+    stack = Stack(database_url=database_url, redis_url=TEST_REDIS_URL, workdir=workdir,
+                  **{"NODE_TTL_S": "30", **env})
     failed = True
     try:
         stack.start_api()
@@ -36,7 +38,7 @@ def shared_stack(database_url: str, workdir: Path, *, print_output: bool = True)
         yield stack
     finally:
         stack.stop_all()
-        if failed and print_output:
+        if failed:
             print(stack.all_output())
         empty_tables(database_url)
         broker.flushdb()

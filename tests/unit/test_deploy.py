@@ -112,3 +112,19 @@ def test_every_path_the_dockerfile_copies_exists():
 def test_the_makefile_has_the_readme_targets():
     targets = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.M))
     assert {"dev", "test", "up", "logs", "down", "migrate"} <= targets
+
+
+def test_flower_takes_its_basic_auth_from_the_hosts_environment():
+    from flower.options import options
+
+    assert "basic-auth" in options._options  # what Flower reads FLOWER_BASIC_AUTH into
+    env = COMPOSE["services"]["flower"]["environment"]
+    # No value: compose passes the host's through, and leaves it unset when the host has none
+    assert "FLOWER_BASIC_AUTH" in env and env["FLOWER_BASIC_AUTH"] is None
+
+
+def test_the_prometheus_example_scrapes_the_api_and_both_agents():
+    config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {"localhost:8000", "localhost:8001", "localhost:8002"}
+    assert all(job["metrics_path"] == "/metrics" for job in config["scrape_configs"])
