@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from overlay.gpus import FakeProbe
+from overlay.gpus.exporter import render_metrics
 from overlay.model import JobSpec, Placement
 from overlay.states import JobState
 from overlay.store import jobs as job_store
@@ -17,6 +21,7 @@ from web.dispatch import Dispatcher
 from web.services import Services
 from web.waiter import JobWaiter
 
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(UTC)
 T0 = NOW - timedelta(minutes=5)
 FAMILIES = {
@@ -127,3 +132,19 @@ def test_an_empty_database_still_scrapes(client):
     m = scrape(client)
     assert m["overlay_queue_depth"] == {("overlay_queue_depth", ()): 0}
     assert m["overlay_placement_latency_seconds"][("overlay_placement_latency_seconds_count", ())] == 0
+
+
+def test_the_grafana_dashboard_queries_only_metrics_overlay_exports(client, fleet):
+    # What the API exports, and what an agent exports for a node with one busy GPU
+    api = sample_names(client.get("/metrics").text)
+    report = FakeProbe(node_name="node-a").sample({0: "j1"})
+    agent = sample_names(render_metrics(report, hostname="h", node="node-a", busy={0: "j1"}).decode())
+    dashboard = json.loads((ROOT / "deploy/grafana/overlay.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\b(?:overlay|DCGM)_\w+", target["expr"])}
+    assert len(queried) >= 10
+    assert queried <= api | agent, f"not exported: {queried - api - agent}"
+
+
+def sample_names(text: str) -> set[str]:
+    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
