@@ -25,6 +25,8 @@ logconfig_dict = {
 
 
 def on_starting(server):
+    from web.auth import warn_if_open
     from web.bootstrap import bootstrap_storage
 
+    warn_if_open(_settings)
     bootstrap_storage(_settings)

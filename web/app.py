@@ -11,7 +11,7 @@ from flask_smorest import Api
 from overlay import __version__
 from overlay.config import Settings
 from overlay.store.session import make_engine, make_sessionmaker
-from web import admin, dashboard, errors, health, jobs, metrics, nodes, policies
+from web import admin, auth, dashboard, errors, health, jobs, metrics, nodes, policies
 from web.dispatch import Dispatcher
 from web.services import Services
 from web.waiter import JobWaiter
@@ -40,6 +40,7 @@ def create_app(config: Settings | None = None, *, services: Services | None = No
         waiter=JobWaiter(settings.database_url),
     )
     api = Api(app)
+    auth.register(app, api, settings)
     for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, metrics.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)

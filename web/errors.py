@@ -57,7 +57,9 @@ def http_error(e: HTTPException) -> ResponseReturnValue:
         message = "; ".join(f"{name}: {' '.join(lines)}" for name, lines in fields.items())
     else:
         message = data.get("message") or e.description or ""
-    return jsonify(body(status, message, fields)), status
+    # The headers the status itself needs: WWW-Authenticate with a 401, Allow with a 405.
+    headers = [(k, v) for k, v in e.get_headers() if k in ("WWW-Authenticate", "Allow")]
+    return jsonify(body(status, message, fields)), status, headers
 
 
 def overlay_error(e: errors.OverlayError) -> ResponseReturnValue:
