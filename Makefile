@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # With an NVIDIA GPU on the host, the agents get it (deploy/docker-compose.gpu.yml).
 GPU_COMPOSE := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo -f deploy/docker-compose.gpu.yml)
-COMPOSE := docker compose -f deploy/docker-compose.yml $(GPU_COMPOSE)
+COMPOSE := docker compose --env-file deploy/.env -f deploy/docker-compose.yml $(GPU_COMPOSE)
+# The stack's API tokens, random, written once and kept out of git (see README, "Tokens").
+TOKEN = $$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install services migrate dev test lint up logs down bench clean
@@ -35,13 +37,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-up:
+deploy/.env:
+	umask 077; printf 'OVERLAY_API_TOKEN=%s\nOVERLAY_ADMIN_TOKEN=%s\n' "$(TOKEN)" "$(TOKEN)" > $@
+	@echo "wrote random API tokens to $@"
+
+up: deploy/.env
 	$(COMPOSE) up --build -d
 
-logs:
+logs: deploy/.env
 	$(COMPOSE) logs -f
 
-down:
+down: deploy/.env
 	$(COMPOSE) down
 
 clean:
