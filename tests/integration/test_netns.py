@@ -233,14 +233,15 @@ def can_connect(host: Host, address: str, port: int) -> bool:
 
 
 @pytest.fixture
-def cluster(hosts, relays, stack: Stack, database_url) -> Stack:
+def cluster(hosts, relays, stack: Stack, database_url, redis_url) -> Stack:
     """The API, scheduler and beat here; node-a and node-b each inside its own host."""
-    pg = make_url(database_url)
     for node, host in hosts.items():
-        # The host reaches the stores over its link, and cannot reach them any other way
-        relay_pg = make_url(relays[node][0])
-        assert can_connect(host, host.root_addr, relay_pg.port or 0), f"{node} cannot reach its relay"
-        assert not can_connect(host, "127.0.0.1", pg.port or 5432), f"{node} reaches Postgres directly"
+        # The host reaches each store over its link, and cannot reach it any other way
+        for direct, relayed in zip((database_url, redis_url), relays[node], strict=True):
+            store, relay = make_url(direct), make_url(relayed)
+            assert can_connect(host, host.root_addr, relay.port or 0), f"{node} cannot reach its relay"
+            assert not can_connect(host, store.host or "127.0.0.1", store.port or 0), \
+                f"{node} reaches {store.host}:{store.port} directly"
     stack.start_api()
     stack.start_scheduler()
     for node, host in hosts.items():
