@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
 from overlay import errors
@@ -67,6 +67,14 @@ def overlay_error(e: errors.OverlayError) -> ResponseReturnValue:
     return jsonify(body(status, e.message, {k: v for k, v in e.fields.items()})), status
 
 
+def no_nul_in_path(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """A path value with a NUL names no job or node (and Postgres cannot even compare
+    it: a 500 before this): 404 before the view runs."""
+    if values and any(isinstance(v, str) and "\x00" in v for v in values.values()):
+        raise NotFound()
+
+
 def register(app: Flask) -> None:
+    app.url_value_preprocessor(no_nul_in_path)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(errors.OverlayError, overlay_error)

@@ -15,6 +15,9 @@ MAX_ARGV_ITEMS = 4096
 MAX_ARGV_BYTES = 128 * 1024
 MAX_ENV_ITEMS = 256
 MAX_ENV_BYTES = 64 * 1024
+# Offsets (list pages, log bytes) past this are refused: beyond it Postgres' bigint and
+# the file system's lseek fail (a 500, found by tests/web/test_fuzz_openapi.py).
+MAX_OFFSET = 2**40
 REDACTED = "***"
 
 
@@ -30,31 +33,44 @@ class StrictInt(fields.Integer):
         return super()._validated(value)
 
 
+class Text(fields.String):
+    """A string without NUL characters: no argv, environment or Postgres text can hold one
+    (before this, a NUL in a submit was a 500 from Postgres)."""
+
+    default_error_messages = {"nul": "must not contain a NUL character"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("nul")
+        return text
+
+
 class JobSubmitSchema(Schema):
     """A job to run. Unknown fields are an error."""
 
-    job_id = fields.String(validate=validate.Regexp(JOB_ID, error="must match [A-Za-z0-9._-]{{1,128}}"))
+    job_id = Text(validate=validate.Regexp(JOB_ID, error="must match [A-Za-z0-9._-]{{1,128}}"))
     cmd = fields.List(
-        fields.String(), required=True,
+        Text(), required=True,
         validate=validate.Length(min=1, max=MAX_ARGV_ITEMS),
         metadata={"description": "argv, executed without a shell"},
     )
-    image = fields.String(
+    image = Text(
         load_default="", validate=validate.Length(max=1024),
         metadata={"description": "Apptainer image: .sif, sandbox folder, or registry name"},
     )
     env = fields.Dict(
-        keys=fields.String(validate=validate.Regexp(ENV_NAME, error="not a valid variable name")),
-        values=fields.String(), load_default=dict,
+        keys=Text(validate=validate.Regexp(ENV_NAME, error="not a valid variable name")),
+        values=Text(), load_default=dict,
     )
     gpus = StrictInt(load_default=0, validate=validate.Range(min=0, max=64))
     gpu_memory_mb = StrictInt(load_default=0, validate=validate.Range(min=0, max=10_000_000),
                               metadata={"description": "minimum memory per GPU, MiB"})
-    gpu_model = fields.String(load_default="", validate=validate.Length(max=128),
+    gpu_model = Text(load_default="", validate=validate.Length(max=128),
                               metadata={"description": "case-insensitive part of the GPU name"})
     node_selector = fields.Dict(
-        keys=fields.String(validate=validate.Length(min=1, max=128)),
-        values=fields.String(validate=validate.Length(max=256)),
+        keys=Text(validate=validate.Length(min=1, max=128)),
+        values=Text(validate=validate.Length(max=256)),
         load_default=dict, validate=validate.Length(max=32),
     )
     priority = StrictInt(load_default=0, validate=validate.Range(min=-1000, max=1000))
@@ -127,12 +143,12 @@ class JobListQuerySchema(Schema):
     # Query values arrive as strings: "20" is an integer here (StrictInt is for JSON bodies).
     state = fields.String(validate=validate.OneOf([s.value for s in JobState]))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 class JobLogsQuerySchema(Schema):
     offset = fields.Integer(
-        validate=validate.Range(min=0),
+        validate=validate.Range(min=0, max=MAX_OFFSET),
         metadata={"description": "only the output from this byte on (for following a running job)"},
     )
 
@@ -153,7 +169,7 @@ class JobListSchema(Schema):
 
 class StateChangeSchema(Schema):
     state = fields.String(required=True, validate=validate.OneOf([s.value for s in JobState]))
-    reason = fields.String(validate=validate.Length(max=1000))
+    reason = Text(validate=validate.Length(max=1000))
 
 
 class PoliciesSchema(Schema):
@@ -163,7 +179,7 @@ class PoliciesSchema(Schema):
 
 
 class PolicyChangeSchema(Schema):
-    policy = fields.String(required=True)
+    policy = Text(required=True)
 
 
 class GpuSchema(Schema):
