@@ -30,14 +30,14 @@ from web.simulate import RunConfig, WorkloadError, default_processes, run_all, t
               help="Synthetic jobs offer this share of the fleet's GPU-seconds (not with --workload).")
 @click.option("--starve-after", "starve_after", type=click.FloatRange(min=0), default=3600.0,
               show_default=True, help="A job that waits longer than this many seconds is starved.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Write results.json and chart.svg into this folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("var/simulate"),
+              show_default=True, help="Write results.json and chart.svg into this folder.")
 @click.option("--processes", type=click.IntRange(min=1), default=None,
               help="Policies simulated at once. Default: one per CPU, up to the number of policies.")
 @click.pass_context
 def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed: int,
              policies: tuple[str, ...], workload: Path | None, load: float, starve_after: float,
-             out: Path | None, processes: int | None) -> None:
+             out: Path, processes: int | None) -> None:
     """Replay a workload under each placement policy with the scheduler's own placement code,
     and print utilization, queue waits, fragmentation and starvation per policy."""
     if workload is not None:
@@ -54,9 +54,8 @@ def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed
     click.echo(table(reports))
     click.echo(f"starved: waited over {starve_after:g}s; unplaced: no node could ever take them; "
                "frag: share of GPUs free while jobs waited")
-    if out is not None:
-        results, chart = write_results(out, config, reports)
-        click.echo(f"wrote {results} and {chart}")
+    results, chart = write_results(out, config, reports)
+    click.echo(f"wrote {results} and {chart}")
 
 
 if __name__ == "__main__":

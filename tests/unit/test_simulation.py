@@ -300,12 +300,13 @@ def test_the_command_prints_a_row_per_policy_and_writes_json_and_an_svg_chart(tm
 def test_the_command_replays_a_workload_file_and_refuses_a_bad_one(tmp_path):
     good = write(tmp_path, "submit,gpus,duration_s\n0,8,10\n1,8,10\n")
     result = CliRunner().invoke(simulate_command, ["--nodes", "1", "--workload", str(good),
-                                                   "--policy", "best-fit"])
+                                                   "--policy", "best-fit", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert "best-fit" in result.output
     bad = tmp_path / "bad.csv"
     bad.write_text("submit,gpus,duration_s\n0,x,10\n")
-    refused = CliRunner().invoke(simulate_command, ["--nodes", "1", "--workload", str(bad)])
+    refused = CliRunner().invoke(simulate_command, ["--nodes", "1", "--workload", str(bad),
+                                                    "--out", str(tmp_path / "o")])
     assert refused.exit_code == 1 and "line 2: gpus" in refused.output
     both = CliRunner().invoke(simulate_command, ["--workload", str(good), "--jobs", "5"])
     assert both.exit_code == 2 and "--jobs is for synthetic jobs" in both.output
