@@ -17,9 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine that notices dead connections (Postgres restarts) before using them."""
+    """An engine that notices dead connections (Postgres restarts) before using them.
+
+    Its SQL parameters never reach a log line or an error message: they hold job env
+    values, which may be secrets.
+    """
     return create_engine(
         url,
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
