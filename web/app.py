@@ -41,9 +41,8 @@ def create_app(config: Settings | None = None, *, services: Services | None = No
     )
     api = Api(app)
     auth.register(app, api, settings)
-    for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, metrics.blp):
+    for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, metrics.blp, health.blp):
         api.register_blueprint(blueprint)
-    app.register_blueprint(health.blp)
     app.register_blueprint(dashboard.blp)
     errors.register(app)
     return app

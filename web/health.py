@@ -5,26 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from flask import Blueprint, jsonify
-from flask.typing import ResponseReturnValue
+from flask.views import MethodView
+from flask_smorest import Blueprint
 from sqlalchemy import text
 
+from web.schemas import HealthSchema, ReadySchema
 from web.services import services
 
-blp = Blueprint("health", __name__)
+blp = Blueprint("health", __name__, description="Probes")
 
 
-@blp.get("/health")
-def health() -> ResponseReturnValue:
-    return jsonify(status="ok")
+@blp.route("/health")
+class Health(MethodView):
+    @blp.response(200, HealthSchema)
+    def get(self) -> dict[str, str]:
+        """The process is up (no store is asked)."""
+        return {"status": "ok"}
 
 
-@blp.get("/ready")
-def ready() -> ResponseReturnValue:
-    svc = services()
-    checks = {"postgres": check_postgres(), "redis": check_redis(svc.settings.redis_url)}
-    ok = all(c["ok"] for c in checks.values())
-    return jsonify(checks), 200 if ok else 503
+@blp.route("/ready")
+class Ready(MethodView):
+    @blp.response(200, ReadySchema)
+    @blp.alt_response(503, schema=ReadySchema, description="a store did not answer; it says which")
+    def get(self) -> tuple[dict[str, Any], int]:
+        """200 when Postgres and Redis both answer, else 503 naming the one that does not."""
+        svc = services()
+        checks = {"postgres": check_postgres(), "redis": check_redis(svc.settings.redis_url)}
+        ok = all(c["ok"] for c in checks.values())
+        return checks, 200 if ok else 503
 
 
 def check_postgres() -> dict[str, Any]:

@@ -103,6 +103,8 @@ MAX_LOG_CHUNK = 4 * 1024 * 1024
 class JobLogs(MethodView):
     @blp.arguments(JobLogsQuerySchema, location="query")
     @blp.response(200, description="the job's output as text/plain")
+    @blp.doc(responses={"200": {"description": "the job's output as text/plain",
+                                 "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def get(self, query: dict[str, int], job_id: str) -> Response:
         """The job's combined stdout and stderr (with ``?offset=N``, the bytes from N on)."""
         svc = services()

@@ -127,6 +127,8 @@ def render(svc: Services) -> bytes:
 @blp.route("/metrics")
 class Metrics(MethodView):
     @blp.response(200, description="Prometheus text exposition format")
+    @blp.doc(responses={"200": {"description": "Prometheus text exposition format",
+                                 "content": {"text/plain": {"schema": {"type": "string"}}}}})
     @blp.alt_response(503, description="Postgres did not answer")
     def get(self) -> Response:
         """Jobs by state, queue depth, submit and placement counters, latency histograms, nodes, GPUs."""

@@ -218,6 +218,15 @@ class NodeListSchema(Schema):
     nodes = fields.List(fields.Nested(NodeSchema))
 
 
+class HealthSchema(Schema):
+    status = fields.String(metadata={"enum": ["ok"]})
+
+
+class StoreCheckSchema(Schema):
+    ok = fields.Boolean()
+    error = fields.String(metadata={"description": "why the store did not answer"})
+
+
 class ReadySchema(Schema):
-    postgres = fields.Dict()
-    redis = fields.Dict()
+    postgres = fields.Nested(StoreCheckSchema)
+    redis = fields.Nested(StoreCheckSchema)

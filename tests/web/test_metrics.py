@@ -22,8 +22,6 @@ from web.services import Services
 from web.waiter import JobWaiter
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = datetime.now(UTC)
-T0 = NOW - timedelta(minutes=5)
 FAMILIES = {
     "overlay_jobs", "overlay_queue_depth", "overlay_queue_oldest_wait_seconds", "overlay_jobs_submitted",
     "overlay_placements", "overlay_job_transitions", "overlay_placement_latency_seconds",
@@ -38,25 +36,27 @@ def heartbeat(s, name: str, *, at: datetime) -> None:
                                 agent_health={}, now=at)
 
 
-def submit(s, job_id: str, gpus: int = 1) -> None:
-    job_store.insert_job(s, JobSpec(job_id=job_id, cmd=("true",), gpus=gpus), now=T0)
+def submit(s, job_id: str, *, gpus: int, at: datetime) -> None:
+    job_store.insert_job(s, JobSpec(job_id=job_id, cmd=("true",), gpus=gpus), now=at)
 
 
 @pytest.fixture
 def fleet(sessions):
     """node-a (4 GPUs), node-b (2, draining), node-c (offline); jobs done, running, queued."""
+    now = datetime.now(UTC)
+    t0 = now - timedelta(minutes=5)
     with sessions.begin() as s:
-        heartbeat(s, "node-a", at=NOW)
-        heartbeat(s, "node-b", at=NOW)
-        heartbeat(s, "node-c", at=NOW - timedelta(hours=1))
+        heartbeat(s, "node-a", at=now)
+        heartbeat(s, "node-b", at=now)
+        heartbeat(s, "node-c", at=now - timedelta(hours=1))
         node_store.set_draining(s, "node-b", True)
         for job_id in ("done", "running", "queued"):
-            submit(s, job_id, gpus=2 if job_id == "running" else 1)
-        job_store.place(s, "done", Placement(node="node-a", gpus=(0,)), now=T0 + timedelta(seconds=0.2))
-        job_store.transition(s, "done", JobState.RUNNING, now=T0 + timedelta(seconds=0.4))
-        job_store.transition(s, "done", JobState.DONE, now=T0 + timedelta(seconds=9))
-        job_store.place(s, "running", Placement(node="node-a", gpus=(1, 2)), now=T0 + timedelta(seconds=40))
-        job_store.transition(s, "running", JobState.RUNNING, now=T0 + timedelta(seconds=45))
+            submit(s, job_id, gpus=2 if job_id == "running" else 1, at=t0)
+        job_store.place(s, "done", Placement(node="node-a", gpus=(0,)), now=t0 + timedelta(seconds=0.2))
+        job_store.transition(s, "done", JobState.RUNNING, now=t0 + timedelta(seconds=0.4))
+        job_store.transition(s, "done", JobState.DONE, now=t0 + timedelta(seconds=9))
+        job_store.place(s, "running", Placement(node="node-a", gpus=(1, 2)), now=t0 + timedelta(seconds=40))
+        job_store.transition(s, "running", JobState.RUNNING, now=t0 + timedelta(seconds=45))
 
 
 def scrape(client) -> dict[str, dict[tuple, float]]:
