@@ -271,6 +271,9 @@ def describe(config: RunConfig) -> str:
 # -- the chart -----------------------------------------------------------------------------------
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+# Policies often draw the same line (first-fit and best-fit do on the default mix): dashes
+# keep the one underneath visible.
+DASHES = ("", "7 5", "2 3", "9 3 2 3")
 WIDTH, PANEL, LEFT, RIGHT, TOP, GAP = 900, 220, 70, 150, 50, 60
 
 
@@ -291,17 +294,23 @@ def chart_svg(reports: Sequence[dict[str, Any]], *, title: str) -> str:
     for i, (label, column, top_value, fmt) in enumerate(panels):
         y0 = TOP + i * (PANEL + GAP)
         parts += _axes(y0, label, top_value, fmt, end / size, unit)
-        for (name, rows), colour in zip(series, COLOURS * 4, strict=False):
+        for k, (name, rows) in enumerate(series):
             points = " ".join(f"{_x(row[0] / end):.1f},{_y(y0, row[column] / top_value):.1f}"
                               for row in rows)
-            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}">'
+            parts.append(f'<polyline fill="none" {_stroke(k, 1.5)} points="{points}">'
                          f'<title>{escape(name)}</title></polyline>')
-    for k, ((name, _), colour) in enumerate(zip(series, COLOURS * 4, strict=False)):
+    for k, (name, _) in enumerate(series):
         y = TOP + 10 + 18 * k
-        parts.append(f'<line x1="{WIDTH - RIGHT + 20}" y1="{y}" x2="{WIDTH - RIGHT + 45}" y2="{y}" '
-                     f'stroke="{colour}" stroke-width="3"/>')
+        parts.append(f'<line x1="{WIDTH - RIGHT + 15}" y1="{y}" x2="{WIDTH - RIGHT + 45}" y2="{y}" '
+                     f'{_stroke(k, 2.5)}/>')
         parts.append(f'<text x="{WIDTH - RIGHT + 50}" y="{y + 4}">{escape(name)}</text>')
     return "\n".join([*parts, "</svg>"]) + "\n"
+
+
+def _stroke(k: int, width: float) -> str:
+    dash = DASHES[k % len(DASHES)]
+    return (f'stroke="{COLOURS[k % len(COLOURS)]}" stroke-width="{width}"'
+            + (f' stroke-dasharray="{dash}"' if dash else ""))
 
 
 def _axes(y0: float, label: str, top_value: float, fmt: Any, span: float, unit: str) -> list[str]:
