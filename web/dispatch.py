@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import Celery
 
@@ -26,7 +27,9 @@ class Dispatcher:
     def schedule(self) -> bool:
         """Ask the scheduler for a pass; False (and a warning) if the broker is down."""
         try:
-            self.celery.send_task("overlay.schedule", queue="jobs:queue", retry=False)
+            # sent_at lets the scheduler skip a request a later pass has answered (workers/tasks.py)
+            self.celery.send_task("overlay.schedule", kwargs={"sent_at": time.time()}, queue="jobs:queue",
+                                  retry=False)
             return True
         except Exception as e:
             log.warning("could not reach the broker to schedule (%s); reconcile will", e)

@@ -77,9 +77,9 @@ def recover_lost_attempts(rt: Runtime, *, now: datetime) -> None:
             requeued |= decision.target is JobState.QUEUED
     rt.agent.recovered = True
     if requeued:
-        from workers.tasks import schedule  # not at the top: tasks imports this module
+        from workers.tasks import request_pass  # not at the top: tasks imports this module
 
-        schedule.delay()
+        request_pass()
 
 
 def node_labels(configured: dict[str, str], report: ProbeReport) -> dict[str, str]:

@@ -66,7 +66,8 @@ def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: d
             assert job.node is not None
             dispatches.append(Dispatch(job_id=job.job_id, attempt=job.attempt, node=job.node))
             placed.append(job)
-        job_store.set_waiting_reasons(s, waiting)
+        was = {j.job_id: j.reason for j in queued}
+        job_store.set_waiting_reasons(s, {j: r for j, r in waiting.items() if was.get(j) != r})
     for job in placed:  # committed now
         log.info("job %s placed on %s, GPUs %s", job.job_id, job.node, list(job.gpus), extra=job_fields(
             job.job_id, job.node, state=job.state.value, attempt=job.attempt, gpus=list(job.gpus)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -112,8 +113,11 @@ def list_jobs(
 
 
 def queued_jobs(session: Session) -> list[Job]:
-    rows = session.scalars(select(JobRow).where(JobRow.state == JobState.QUEUED.value))
-    return [to_job(r) for r in rows]
+    """Every QUEUED job, read as plain rows: a scheduling pass reads the whole queue, and
+    ORM objects (identity map, change tracking) cost most of that for nothing."""
+    columns = [getattr(JobRow, a.key) for a in JobRow.__mapper__.column_attrs]
+    rows = session.execute(select(*columns).where(JobRow.state == JobState.QUEUED.value))
+    return [to_job(r) for r in rows]  # type: ignore[arg-type]  # a Row has the attributes to_job reads
 
 
 def transition(
@@ -199,13 +203,21 @@ def _placed(session: Session, row: JobRow, placement: Placement, *, now: datetim
 
 
 def set_waiting_reasons(session: Session, reasons: dict[str, str]) -> None:
-    """Record why queued jobs wait, touching only rows whose reason changed."""
+    """Record why queued jobs wait, touching only rows whose reason changed.
+
+    One statement per distinct reason (jobs of one shape wait for one reason), not
+    one per job: with thousands queued, per-job updates were most of a pass's time.
+    """
+    by_reason: dict[str, list[str]] = defaultdict(list)
     for job_id, reason in reasons.items():
+        by_reason[reason].append(job_id)
+    for reason, job_ids in by_reason.items():
         session.execute(
             update(JobRow)
-            .where(JobRow.job_id == job_id, JobRow.state == JobState.QUEUED.value)
+            .where(JobRow.job_id.in_(job_ids), JobRow.state == JobState.QUEUED.value)
             .where(JobRow.reason.is_distinct_from(reason))
             .values(reason=reason)
+            .execution_options(synchronize_session=False)
         )
 
 
