@@ -80,7 +80,7 @@ function renderNodes(nodes) {
 }
 
 function jobRow(job) {
-  const where = job.node ? `${job.node} GPUs ${job.gpus.join(",") || "-"}` : "-";
+  const where = !job.node ? "-" : job.gpus.length ? `${job.node} GPUs ${job.gpus.join(",")}` : job.node;
   const why = job.reason || (job.exit_code === null ? "" : `exit ${job.exit_code}`);
   return el("tr", { "data-job-row": job.job_id },
     el("td", { className: "mono" }, job.job_id), el("td", {}, where),
