@@ -35,3 +35,16 @@ def expiry_window(
     if paused_until is not None and now < paused_until:
         return ExpiryWindow(cutoff=None, paused_until=paused_until)
     return ExpiryWindow(cutoff=now - timedelta(seconds=ttl_s), paused_until=None)
+
+
+def silence_cutoff(now: datetime, *, freshest_seen: datetime | None, ttl_s: float) -> datetime | None:
+    """For placement and for showing nodes: nodes last seen before the returned time are
+    dead; None judges none by silence.
+
+    While some node has been heard from within the TTL, heartbeats are being asked
+    for, so a node silent for longer is gone. When none has (beat, which asks for
+    them, is away: a whole fleet does not die at once), silence proves nothing and
+    nodes keep the state reconcile last gave them.
+    """
+    cutoff = now - timedelta(seconds=ttl_s)
+    return cutoff if freshest_seen is not None and freshest_seen >= cutoff else None

@@ -20,8 +20,7 @@ def list_view(include_offline: bool) -> dict[str, Any]:
     now = svc.clock()
     with svc.transaction() as s:
         infos = store.node_infos(
-            s, now=now, ttl_s=svc.settings.node_ttl_s, include_offline=include_offline,
-            tick_s=svc.settings.reconcile_interval_s,
+            s, now=now, ttl_s=svc.settings.node_ttl_s, include_offline=include_offline
         )
     return {"nodes": [node_view(i, now=now) for i in infos]}
 
@@ -31,7 +30,7 @@ class Nodes(MethodView):
     @blp.arguments(NodeListQuerySchema, location="query")
     @blp.response(200, NodeListSchema)
     def get(self, query: dict[str, str]) -> dict[str, Any]:
-        """Live nodes, judged as reconcile does (``?include=offline`` adds the dead ones)."""
+        """Live nodes: online and heard from within NODE_TTL_S (``?include=offline`` adds the dead ones)."""
         return list_view(include_offline=query.get("include") == "offline")
 
 

@@ -49,8 +49,7 @@ def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: d
         if not queued:
             return []
         policy = get_policy(cluster.active_policy(s, default=settings.scheduler_policy))
-        fleet = Fleet.from_snapshots(node_store.live_snapshots(
-            s, now=now, ttl_s=settings.node_ttl_s, tick_s=settings.reconcile_interval_s))
+        fleet = Fleet.from_snapshots(node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s))
         dispatches: list[Dispatch] = []
         placed: list[Job] = []
         waiting: dict[str, str] = {}

@@ -34,10 +34,9 @@ def put(session: Session, key: str, value: Any) -> None:
     session.execute(stmt.on_conflict_do_update(index_elements=[SettingRow.key], set_={"value": value}))
 
 
-def reconcile_state(session: Session, *, lock: bool = True) -> tuple[datetime | None, datetime | None]:
-    """(previous reconcile tick, node expiry paused until), locked for this tick unless
-    ``lock`` is False (readers that only follow reconcile's verdict)."""
-    value = get(session, RECONCILE, lock=lock) or {}
+def reconcile_state(session: Session) -> tuple[datetime | None, datetime | None]:
+    """(previous reconcile tick, node expiry paused until), locked for this tick."""
+    value = get(session, RECONCILE, lock=True) or {}
     return _time(value.get("tick")), _time(value.get("paused_until"))
 
 

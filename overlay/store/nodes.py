@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from overlay.errors import NodeNotFound
-from overlay.liveness import expiry_window
+from overlay.liveness import silence_cutoff
 from overlay.model import GpuDevice, NodeInfo, NodeSnapshot, NodeState, ProbeReport
-from overlay.store import cluster
 from overlay.store.tables import GpuAllocationRow, GpuRow, NodeRow
 
 GPU_FIELDS = (
@@ -76,39 +75,23 @@ def set_draining(session: Session, name: str, draining: bool) -> None:
         raise NodeNotFound(name)
 
 
-def live_snapshots(
-    session: Session, *, now: datetime, ttl_s: float, tick_s: float | None = None
-) -> list[NodeSnapshot]:
+def live_snapshots(session: Session, *, now: datetime, ttl_s: float) -> list[NodeSnapshot]:
     """Snapshots of the nodes placement may use: live as ``node_infos`` judges."""
-    return [info.snapshot for info in node_infos(session, now=now, ttl_s=ttl_s, tick_s=tick_s)]
-
-
-def liveness_cutoff(session: Session, *, now: datetime, ttl_s: float, tick_s: float) -> datetime | None:
-    """The cutoff reconcile would apply now (overlay/liveness.py), read without a lock:
-    None while it judges no node by silence, because beat or reconcile was away."""
-    previous, paused = cluster.reconcile_state(session, lock=False)
-    return expiry_window(now, previous_tick=previous, paused_until=paused, ttl_s=ttl_s,
-                         tick_s=tick_s).cutoff
+    return [info.snapshot for info in node_infos(session, now=now, ttl_s=ttl_s)]
 
 
 def node_infos(
-    session: Session,
-    *,
-    now: datetime,
-    ttl_s: float,
-    include_offline: bool = False,
-    tick_s: float | None = None,
+    session: Session, *, now: datetime, ttl_s: float, include_offline: bool = False
 ) -> list[NodeInfo]:
     """Every live node (and the dead ones if asked) with GPUs and GPU holders, by name.
 
-    Live: online and seen within ``ttl_s``. With ``tick_s`` (the reconcile interval) the
-    age test follows reconcile's rule instead: while beat is away nodes are silent
-    because nobody asks them, so they stay live until reconcile, back, says otherwise.
+    Live: online, and seen within ``ttl_s`` unless no node at all has been
+    (overlay/liveness.py ``silence_cutoff``: then beat is away, not the fleet).
     """
-    if tick_s is None:
-        cutoff: datetime | None = now - timedelta(seconds=ttl_s)
-    else:
-        cutoff = liveness_cutoff(session, now=now, ttl_s=ttl_s, tick_s=tick_s)
+    freshest = session.scalar(
+        select(func.max(NodeRow.last_seen)).where(NodeRow.state == NodeState.ONLINE.value)
+    )
+    cutoff = silence_cutoff(now, freshest_seen=freshest, ttl_s=ttl_s)
     query = select(NodeRow).order_by(NodeRow.name)
     if not include_offline:
         query = query.where(NodeRow.state == NodeState.ONLINE.value)
