@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from overlay.errors import GpuProbeError  # noqa: E402
-from overlay.gpus import open_probe  # noqa: E402
-from overlay.gpus.exporter import render_metrics  # noqa: E402
-from overlay.launch import job_env  # noqa: E402
-from overlay.model import JobSpec  # noqa: E402
-from workers.agent import node_labels  # noqa: E402
-from workers.runner import run, tail  # noqa: E402
+from overlay.errors import GpuProbeError
+from overlay.gpus import open_probe
+from overlay.gpus.exporter import render_metrics
+from overlay.launch import job_env
+from overlay.model import JobSpec
+from workers.agent import node_labels
+from workers.runner import run, tail
 
 CUDA_PROBE = (
     "import ctypes,os;c=ctypes.CDLL('libcuda.so.1');n=ctypes.c_int();"

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from overlay.policies import DESCRIPTIONS, SUPPORTED, get_policy
 
+from overlay.policies import DESCRIPTIONS, SUPPORTED, get_policy
 from overlay.store import cluster
 from web.schemas import PoliciesSchema, PolicyChangeSchema
 from web.services import services
