@@ -12,6 +12,7 @@ could not be reached.
 from __future__ import annotations
 
 import codecs
+import importlib
 import json
 import re
 import sys
@@ -76,7 +77,23 @@ def exit_status(job: dict[str, Any]) -> int:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON, for scripts.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose heavier subcommands are imported only when run or listed (click's documented pattern)."""
+
+    lazy = {"simulate": "web.cli_simulate:simulate"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, name = self.lazy[cmd_name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--api", envvar="OVERLAY_API", default=DEFAULT_API, show_default=True, show_envvar=True,
               help="The overlay API's address.")
 @click.option("--token", envvar="OVERLAY_API_TOKEN", default="", show_envvar=True,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import heapq
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import replace
@@ -314,3 +316,20 @@ def test_the_command_replays_a_workload_file_and_refuses_a_bad_one(tmp_path):
 
 def test_nodes_of_a_simulated_fleet_are_node_snapshots():
     assert all(isinstance(n, NodeSnapshot) for n in synthetic_fleet(3))
+
+
+def test_overlay_simulate_runs_through_the_installed_cli_which_loads_it_only_when_asked(tmp_path):
+    overlay_cli = Path(sys.executable).with_name("overlay")
+    example = Path(__file__).resolve().parents[2] / "examples" / "workload.csv"
+    out = tmp_path / "sim"
+    run = subprocess.run([str(overlay_cli), "simulate", "--nodes", "4", "--workload", str(example),
+                          "--policy", "best-fit", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "best-fit" in run.stdout and (out / "chart.svg").exists()
+    listed = subprocess.run([str(overlay_cli), "--help"], capture_output=True, text=True, timeout=60)
+    assert "simulate" in listed.stdout
+    # Every other subcommand starts without paying for the simulator's imports
+    probe = "import sys; from web import cli; print('web.simulate' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60).stdout.strip() == "False"
