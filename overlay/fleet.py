@@ -12,6 +12,11 @@ Matching: ``gpu_model`` is a case-insensitive substring of the GPU's name ("a100
 "NVIDIA A100-SXM4-80GB"); ``gpu_memory_mb`` is met by a GPU whose total memory is at least
 that; every GPU of a job must meet both, on one node. With ``gpus=0`` (CPU-only) there are
 no GPUs to constrain, so the job fits any online node its selector admits.
+
+Job slots: a node whose agent runs as many jobs as it has slots (``NodeSnapshot.slots``) is
+*full* and leaves every view's buckets until one of its jobs ends; ``allocate`` and
+``release`` each count one job. A job placed there would only wait in that agent's queue
+while another node sits idle.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ def shape_of(job: JobSpec) -> Shape:
 
 
 class _Node:
-    __slots__ = ("free", "gpu_class", "labels", "name", "state")
+    __slots__ = ("free", "gpu_class", "labels", "name", "running", "slots", "state")
 
     def __init__(self, snap: NodeSnapshot, gpu_class: dict[int, int]) -> None:
         self.name = snap.name
@@ -66,31 +71,56 @@ class _Node:
         self.state = snap.state
         self.gpu_class = gpu_class  # GPU index -> class id
         self.free = set(gpu_class) - snap.taken
+        self.slots = snap.slots
+        self.running = snap.running
+
+    @property
+    def full(self) -> bool:
+        """Every job slot busy: takes no job now."""
+        return self.slots is not None and self.running >= self.slots
 
     def fitting(self, classes: frozenset[int], indices: Iterable[int]) -> int:
         return sum(1 for i in indices if self.gpu_class[i] in classes)
 
 
 class _View:
-    """Some online nodes, bucketed by how many free GPUs of some classes each has."""
+    """Some online nodes, bucketed by how many free GPUs of some classes each has.
 
-    __slots__ = ("buckets", "classes", "count", "most_total", "version")
+    ``count`` covers every node of the view; the buckets leave out the ``full`` ones.
+    """
+
+    __slots__ = ("buckets", "classes", "count", "full", "most_total", "version")
 
     def __init__(self, classes: frozenset[int], nodes: Sequence[_Node]) -> None:
         self.classes = classes
         self.count = {n.name: n.fitting(classes, n.free) for n in nodes}
+        self.full = {n.name for n in nodes if n.full}
         self.most_total = max((n.fitting(classes, n.gpu_class) for n in nodes), default=0)
         self.buckets: list[list[str]] = [[] for _ in range(self.most_total + 1)]
-        for name in sorted(self.count):
+        for name in sorted(self.count.keys() - self.full):
             self.buckets[self.count[name]].append(name)
         self.version = 0  # bumped on every change, so a pass can tell a reason went stale
 
     def shift(self, name: str, delta: int) -> None:
         old = self.count[name]
-        bucket = self.buckets[old]
-        del bucket[bisect_left(bucket, name)]
-        insort(self.buckets[old + delta], name)
+        if name not in self.full:
+            bucket = self.buckets[old]
+            del bucket[bisect_left(bucket, name)]
+            insort(self.buckets[old + delta], name)
         self.count[name] = old + delta
+        self.version += 1
+
+    def set_full(self, name: str, full: bool) -> None:
+        """Take a node out of the buckets while its job slots are all busy, or put it back."""
+        if full == (name in self.full):
+            return
+        bucket = self.buckets[self.count[name]]
+        if full:
+            del bucket[bisect_left(bucket, name)]
+            self.full.add(name)
+        else:
+            insort(bucket, name)
+            self.full.discard(name)
         self.version += 1
 
     def candidates(self, needs: int) -> Candidates:
@@ -100,6 +130,10 @@ class _View:
 
     def most_free(self) -> int:
         return next((k for k in range(len(self.buckets) - 1, -1, -1) if self.buckets[k]), 0)
+
+    def most_free_if_slots(self) -> int:
+        """The most free fitting GPUs on one node, counting the nodes with no slot free."""
+        return max((self.count[name] for name in self.full), default=0)
 
 
 class Fleet:
@@ -153,7 +187,8 @@ class Fleet:
     def can_take(self, node: str, job: JobSpec) -> bool:
         """Whether ``node`` is online, admitted by ``job``'s selector and has its GPUs free."""
         found = self._resolve(job)
-        return not isinstance(found, NoFit) and found.count.get(node, -1) >= job.gpus
+        return (not isinstance(found, NoFit) and node not in found.full
+                and found.count.get(node, -1) >= job.gpus)
 
     def fitting_gpus(self, node: str, job: JobSpec) -> tuple[int, ...]:
         """The lowest free indices on ``node`` that meet ``job``, at most ``job.gpus`` of them.
@@ -168,7 +203,7 @@ class Fleet:
         return tuple(fits[: job.gpus])
 
     def allocate(self, node: str, gpus: Iterable[int]) -> None:
-        """Hold ``gpus`` of ``node``.
+        """Start one job on ``node`` holding ``gpus``: they are held, and one job slot.
 
         Raises NodeNotFound, ValueError for an index the node does not have, GpuTaken
         when one is already held (and then holds none).
@@ -178,9 +213,10 @@ class Fleet:
             raise GpuTaken(node=node, gpus=tuple(sorted(wanted - n.free)))
         n.free -= wanted
         self._shift(n, wanted, -1)
+        self._count_job(n, +1)
 
     def release(self, node: str, gpus: Iterable[int]) -> None:
-        """Free ``gpus`` of ``node``; freeing a free GPU does nothing.
+        """End one job on ``node``: free ``gpus`` (freeing a free GPU does nothing) and its slot.
 
         Raises NodeNotFound, ValueError for an index the node does not have.
         """
@@ -188,6 +224,7 @@ class Fleet:
         freed = wanted - n.free
         n.free |= freed
         self._shift(n, freed, +1)
+        self._count_job(n, -1)
 
     def explain(self, job: JobSpec) -> NoFit:
         """Why ``job`` fits nowhere now, in words a person can act on (call it on a no-fit)."""
@@ -199,6 +236,12 @@ class Fleet:
             return NoFit(reason=f"needs {wants}; the most any online node has: {found.most_total}",
                          details={"needs": job.gpus, "most_total": found.most_total})
         most = found.most_free()
+        if found.full and found.most_free_if_slots() >= job.gpus:
+            busy = sorted(found.full)
+            shown = ", ".join(busy[:3]) + (f" and {len(busy) - 3} more" if len(busy) > 3 else "")
+            return NoFit(reason=f"needs {wants}; the nodes with room run all the jobs their agents "
+                                f"take ({shown}: every job slot busy)",
+                         details={"needs": job.gpus, "most_free": most, "full_nodes": len(busy)})
         return NoFit(reason=f"needs {wants}; most free on one node: {most}",
                      details={"needs": job.gpus, "most_free": most})
 
@@ -214,6 +257,15 @@ class Fleet:
         if unknown:
             raise ValueError(f"node {node!r} has no GPU {sorted(unknown)}")
         return wanted
+
+    def _count_job(self, n: _Node, sign: int) -> None:
+        if n.slots is None:
+            return
+        n.running = max(0, n.running + sign)
+        if n.state is NodeState.ONLINE:
+            for view in self._views.values():
+                if n.name in view.count:
+                    view.set_full(n.name, n.full)
 
     def _shift(self, n: _Node, gpus: set[int], sign: int) -> None:
         if n.state is not NodeState.ONLINE or not gpus:

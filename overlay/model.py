@@ -90,13 +90,20 @@ class ProbeReport:
 
 @dataclass(frozen=True, kw_only=True)
 class NodeSnapshot:
-    """A node as placement sees it: its GPUs, labels, state and which GPUs are held."""
+    """A node as placement sees it: its GPUs, labels, state and which GPUs are held.
+
+    ``slots`` is how many jobs its agent runs at once (None: no limit) and ``running``
+    how many it has now (placed or running): a node with every slot busy takes no job,
+    GPUs free or not, since the job would only wait in its agent's queue.
+    """
 
     name: str
     gpus: tuple[GpuDevice, ...]
     labels: Mapping[str, str] = field(default_factory=dict)
     state: NodeState = NodeState.ONLINE
     taken: frozenset[int] = frozenset()
+    slots: int | None = None
+    running: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -94,8 +94,25 @@ def node_labels(configured: dict[str, str], report: ProbeReport) -> dict[str, st
     return {**labels, **configured}
 
 
+def job_slots(concurrency: object) -> int | None:
+    """Jobs this agent can run at once: its worker threads but one.
+
+    Each job holds a worker thread until it ends, and heartbeats are tasks on the same
+    threads: with every thread on a long job no heartbeat would run and the node would
+    be declared dead under its jobs. So placement never fills the last thread.
+    """
+    if not isinstance(concurrency, int) or concurrency <= 0:
+        return None  # unknown (e.g. "auto", resolved later): no limit, as before
+    if concurrency < 2:
+        log.warning("agent runs with -c %s: a running job delays its heartbeats; use -c 2 or more",
+                    concurrency)
+        return 1
+    return concurrency - 1
+
+
 def agent_health(rt: Runtime, report: ProbeReport) -> dict[str, Any]:
     return {
+        "job_slots": rt.agent.job_slots,
         "metrics_mode": report.mode,
         "fallback_reason": getattr(rt.probe, "fallback_reason", None),
         "driver_version": report.driver_version,

@@ -22,6 +22,8 @@ class AgentState:
     busy: dict[int, str] = field(default_factory=dict)
     attempts: set[tuple[str, int]] = field(default_factory=set)
     recovered: bool = False
+    # How many jobs placement may give this node at once (None: no limit), see job_slots().
+    job_slots: int | None = None
     last_heartbeat_at: float | None = None
     last_heartbeat_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)

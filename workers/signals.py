@@ -27,12 +27,13 @@ def open_probe(sender: Any = None, **_: Any) -> None:
     rt = app.runtime
     if not rt.is_agent:
         return
+    from workers import agent
+
+    rt.agent.job_slots = agent.job_slots(getattr(sender, "concurrency", None))
     try:
         rt.probe  # noqa: B018 - opening the probe is the check
     except GpuProbeError as e:
         raise SystemExit(f"overlay agent {rt.settings.node_name}: {e.message}") from e
-    from workers import agent
-
     agent.kill_leftovers(rt)
 
 

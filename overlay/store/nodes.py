@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from overlay.errors import NodeNotFound
 from overlay.liveness import silence_cutoff
 from overlay.model import GpuDevice, NodeInfo, NodeSnapshot, NodeState, ProbeReport
-from overlay.store.tables import GpuAllocationRow, GpuRow, NodeRow
+from overlay.states import JobState
+from overlay.store.tables import GpuAllocationRow, GpuRow, JobRow, NodeRow
 
 GPU_FIELDS = (
     "uuid", "name", "memory_total_mb", "memory_used_mb", "memory_free_mb",
@@ -104,11 +105,15 @@ def node_infos(
     holders: dict[str, dict[int, str]] = defaultdict(dict)
     for a in session.scalars(select(GpuAllocationRow)):
         holders[a.node][a.gpu_index] = a.job_id
-    return [_info(n, gpus[n.name], holders[n.name], cutoff) for n in nodes]
+    active = [JobState.PLACED.value, JobState.RUNNING.value]
+    running: dict[str, int] = dict(session.execute(  # type: ignore[arg-type]
+        select(JobRow.node, func.count()).where(JobRow.state.in_(active)).group_by(JobRow.node)
+    ).all())
+    return [_info(n, gpus[n.name], holders[n.name], cutoff, running.get(n.name, 0)) for n in nodes]
 
 
 def _info(
-    row: NodeRow, gpus: list[GpuDevice], holders: dict[int, str], cutoff: datetime | None
+    row: NodeRow, gpus: list[GpuDevice], holders: dict[int, str], cutoff: datetime | None, running: int
 ) -> NodeInfo:
     if row.state != NodeState.ONLINE.value or (cutoff is not None and row.last_seen < cutoff):
         state = NodeState.OFFLINE
@@ -116,12 +121,18 @@ def _info(
         state = NodeState.DRAINING if row.draining else NodeState.ONLINE
     snapshot = NodeSnapshot(
         name=row.name, gpus=tuple(gpus), labels=dict(row.labels), state=state,
-        taken=frozenset(holders),
+        taken=frozenset(holders), slots=_slots(row.agent_health), running=running,
     )
     return NodeInfo(
         snapshot=snapshot, hostname=row.hostname, agent_health=dict(row.agent_health),
         last_seen=row.last_seen, holders=dict(holders),
     )
+
+
+def _slots(agent_health: dict[str, Any]) -> int | None:
+    """The job slots the agent reports (workers/agent.py ``job_slots``); None: no limit."""
+    slots = agent_health.get("job_slots")
+    return slots if isinstance(slots, int) and slots >= 0 else None
 
 
 def _gpu_values(g: GpuDevice) -> dict[str, Any]:

@@ -88,13 +88,15 @@ class Stack:
     def start_beat(self) -> None:
         self.start("beat", self.celery("beat", "--schedule", str(self.workdir / "beat-schedule")))
 
-    def start_agent(self, node: str, *, fake_gpus: str = "", labels: str = "", **env: str) -> int:
-        """Start node's agent; return its HTTP port once it has registered."""
+    def start_agent(self, node: str, *, fake_gpus: str = "", labels: str = "", concurrency: int = 8,
+                    **env: str) -> int:
+        """Start node's agent (``concurrency`` worker threads: one less job slot); return its
+        HTTP port once it has registered."""
         port = free_port()
         self.start(
             node,
             self.celery("worker", "-n", f"{node}@%h", "-Q", f"assign:{node},overlay.heartbeat",
-                        "-P", "threads", "-c", "8"),
+                        "-P", "threads", "-c", str(concurrency)),
             NODE_NAME=node, AGENT_PORT=str(port), FAKE_GPUS=fake_gpus, NODE_LABELS=labels, **env,
         )
         self.wait_ready(node)

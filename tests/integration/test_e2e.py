@@ -164,6 +164,30 @@ def test_a_job_that_cannot_fit_waits_with_a_reason_and_does_not_block_others(clu
     assert "8 GPUs" in waiting["reason"], waiting["reason"]
 
 
+def test_a_node_runs_no_more_jobs_than_its_agent_has_slots_and_the_rest_go_elsewhere_or_wait(stack):
+    # Given two agents of 3 worker threads each: 2 job slots, one thread kept for heartbeats
+    stack.start_api()
+    stack.start_scheduler()
+    stack.start_agent("node-a", concurrency=3)
+    stack.start_agent("node-b", concurrency=3)
+    stack.start_beat()
+    # When five CPU-only jobs arrive (first-fit would put every one on node-a)
+    for i in range(5):
+        submit(stack, job_id=f"slot-{i}", cmd=["sleep", "4"])
+    # Then each node runs two, and the fifth waits saying why
+    running = wait_until(lambda: (js := [job(stack, f"slot-{i}") for i in range(5)])
+                         and sum(j["state"] == "RUNNING" for j in js) == 4 and js,
+                         timeout=20, what="four jobs running")
+    assert sorted(j["node"] for j in running if j["state"] == "RUNNING") == ["node-a"] * 2 + ["node-b"] * 2
+    waiting = next(j for j in running if j["state"] == "QUEUED")
+    assert "every job slot busy" in waiting["reason"]
+    # And while every slot is busy both nodes keep heartbeating, and all five end DONE
+    for i in range(5):
+        assert wait_state(stack, f"slot-{i}", TERMINAL, timeout=40)["state"] == "DONE"
+    nodes = requests.get(f"{stack.api}/api/nodes", timeout=10).json()["nodes"]
+    assert {n["name"]: n["agent_health"]["job_slots"] for n in nodes} == {"node-a": 2, "node-b": 2}
+
+
 def test_node_selector_and_model_route_to_the_matching_node(cluster):
     submit(cluster, job_id="on-b", cmd=["true"], gpus=1, node_selector={"zone": "b"})
     submit(cluster, job_id="h100", cmd=["true"], gpus=1, gpu_model="h100")

@@ -22,11 +22,13 @@ FIRST, BEST, SPREAD = POLICIES["first-fit"], POLICIES["best-fit"], POLICIES["spr
 
 
 def node(name: str, count: int = 4, model: tuple[str, int] = A100, *, taken=(), labels=None,
-         state=NodeState.ONLINE, extra: tuple[tuple[str, int], ...] = ()) -> NodeSnapshot:
+         state=NodeState.ONLINE, extra: tuple[tuple[str, int], ...] = (), slots: int | None = None,
+         running: int = 0) -> NodeSnapshot:
     models = [model] * count + list(extra)
     gpus = tuple(GpuDevice(index=i, uuid=f"GPU-{name}-{i}", name=n, memory_total_mb=mb)
                  for i, (n, mb) in enumerate(models))
-    return NodeSnapshot(name=name, gpus=gpus, labels=labels or {}, state=state, taken=frozenset(taken))
+    return NodeSnapshot(name=name, gpus=gpus, labels=labels or {}, state=state, taken=frozenset(taken),
+                        slots=slots, running=running)
 
 
 def job(gpus: int = 1, **kw) -> JobSpec:
@@ -140,6 +142,31 @@ def test_a_no_fit_says_why_in_words_a_person_can_act_on(nodes, spec, reason):
         assert outcome.reason == reason
 
 
+# -- job slots ------------------------------------------------------------------------------
+
+def test_a_node_with_every_job_slot_busy_takes_no_job_until_one_ends():
+    # Given node a with GPUs free but both of its agent's job slots busy
+    f = fleet(node("a", 4, slots=2, running=2), node("b", 2))
+    # Then even a CPU-only job goes to b, which first-fit would otherwise pass over
+    assert place(job(0), f, policy=FIRST).node == "b"
+    assert place(job(3), f, policy=FIRST).reason == (
+        "needs 3 GPUs; the nodes with room run all the jobs their agents take (a: every job slot busy)")
+    # When one of a's jobs ends, a takes work again
+    f.release("a", ())
+    assert place(job(3), f, policy=FIRST) == Placement(node="a", gpus=(0, 1, 2))
+
+
+def test_placing_jobs_fills_a_nodes_slots_and_the_next_job_goes_elsewhere():
+    f = fleet(node("a", 4, slots=2), node("b", 4, slots=2))
+    nodes = []
+    for _ in range(4):
+        p = place(job(0), f, policy=FIRST)
+        f.allocate(p.node, p.gpus)
+        nodes.append(p.node)
+    assert nodes == ["a", "a", "b", "b"]
+    assert "every job slot busy" in place(job(0), f, policy=FIRST).reason
+
+
 # -- allocate and release -------------------------------------------------------------------
 
 def test_allocated_gpus_are_no_longer_free_or_given():
@@ -185,15 +212,17 @@ MODELS = (A100, A100_40, L4, V100)
 
 @st.composite
 def snapshots(draw) -> list[NodeSnapshot]:
-    """Up to 6 nodes of up to 5 GPUs each, of mixed models, labels, states and holds."""
+    """Up to 6 nodes of up to 5 GPUs each, of mixed models, labels, states, holds and job slots."""
     names = draw(st.lists(st.sampled_from("abcdefgh"), max_size=6, unique=True))
     nodes = []
     for name in names:
         models = draw(st.lists(st.sampled_from(MODELS), max_size=5))
         labels = draw(st.dictionaries(st.sampled_from(["zone", "tier"]), st.sampled_from(["x", "y"])))
+        slots = draw(st.none() | st.integers(0, 3))
         nodes.append(node(name, 0, extra=tuple(models), labels=labels,
                           state=draw(st.sampled_from(NodeState)),
-                          taken=draw(st.sets(st.integers(0, len(models) - 1))) if models else ()))
+                          taken=draw(st.sets(st.integers(0, len(models) - 1))) if models else (),
+                          slots=slots, running=draw(st.integers(0, 4)) if slots is not None else 0))
     return nodes
 
 
@@ -215,13 +244,15 @@ def fitting(snap: NodeSnapshot, taken: set[int], spec: JobSpec) -> list[int]:
 
 
 def oracle(nodes: list[NodeSnapshot], held: Mapping[str, set[int]], spec: JobSpec,
-           policy: str) -> Placement | None:
-    """What ``policy`` must choose, by scanning every node."""
+           policy: str, running: Mapping[str, int] | None = None) -> Placement | None:
+    """What ``policy`` must choose, by scanning every node (``running``: jobs on each now)."""
     options = []
     for snap in nodes:
         free = fitting(snap, held[snap.name], spec)
         selected = all(snap.labels.get(k) == v for k, v in spec.node_selector.items())
-        if snap.state is NodeState.ONLINE and selected and len(free) >= spec.gpus:
+        jobs = (running or {}).get(snap.name, snap.running)
+        has_slot = snap.slots is None or jobs < snap.slots
+        if snap.state is NodeState.ONLINE and selected and has_slot and len(free) >= spec.gpus:
             options.append((snap.name, free))
     rank = {"first-fit": lambda o: o[0], "best-fit": lambda o: (len(o[1]), o[0]),
             "spread": lambda o: (-len(o[1]), o[0])}[policy]
@@ -241,6 +272,7 @@ def test_a_placement_never_breaks_a_constraint_or_gives_a_held_gpu(nodes, spec, 
     snap = {n.name: n for n in nodes}[outcome.node]
     gpus = {g.index: g for g in snap.gpus}
     assert snap.state is NodeState.ONLINE
+    assert snap.slots is None or snap.running < snap.slots
     assert all(snap.labels.get(k) == v for k, v in spec.node_selector.items())
     assert len(outcome.gpus) == len(set(outcome.gpus)) == spec.gpus
     for i in outcome.gpus:
@@ -263,16 +295,20 @@ def test_each_policy_chooses_what_the_oracle_chooses_and_fits_whenever_a_fit_exi
 def test_allocations_and_releases_keep_the_index_in_step_with_the_oracle(nodes, steps, policy):
     f = Fleet.from_snapshots(nodes)
     held = {n.name: set(n.taken) for n in nodes}
+    running = {n.name: n.running for n in nodes}
     placed: list[Placement] = []
     for spec, release_first in steps:
         if release_first and placed:
             gone = placed.pop(0)
             f.release(gone.node, gone.gpus)
             held[gone.node] -= set(gone.gpus)
+            running[gone.node] -= 1
         outcome = place(spec, f, policy=get_policy(policy))
-        assert (outcome if isinstance(outcome, Placement) else None) == oracle(nodes, held, spec, policy)
+        expected = oracle(nodes, held, spec, policy, running)
+        assert (outcome if isinstance(outcome, Placement) else None) == expected
         if isinstance(outcome, Placement):
             f.allocate(outcome.node, outcome.gpus)
             held[outcome.node] |= set(outcome.gpus)
+            running[outcome.node] += 1
             assert not f.free(outcome.node) & set(outcome.gpus)
             placed.append(outcome)

@@ -102,13 +102,15 @@ def test_a_pass_never_double_books_a_gpu(nodes, jobs, policy):
 @given(snapshots(), queues(), st.sampled_from(SUPPORTED))
 def test_a_pass_decides_each_job_as_the_oracle_would_in_turn(nodes, jobs, policy):
     held = {n.name: set(n.taken) for n in nodes}
+    running = {n.name: n.running for n in nodes}
     for d, q in zip(plan_pass(jobs, Fleet.from_snapshots(nodes), policy=get_policy(policy)),
                     queue_order(jobs), strict=True):
-        expected = oracle(nodes, held, q.spec, policy)
+        expected = oracle(nodes, held, q.spec, policy, running)
         assert d.job_id == q.spec.job_id
         assert (d.outcome if isinstance(d.outcome, Placement) else None) == expected
         if expected:
             held[expected.node] |= set(expected.gpus)
+            running[expected.node] += 1
 
 
 @settings(max_examples=200, deadline=None)
