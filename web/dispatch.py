@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from celery import Celery
+
+from workers.coalesce import PassRequests
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,13 @@ class Dispatcher:
             "socket_connect_timeout": 1,
             "socket_timeout": 1,
         }
+        self.passes = PassRequests(broker_url, timeout_s=1)
 
     def schedule(self) -> bool:
         """Ask the scheduler for a pass; False (and a warning) if the broker is down."""
         try:
-            # sent_at lets the scheduler skip a request a later pass has answered (workers/tasks.py)
-            self.celery.send_task("overlay.schedule", kwargs={"sent_at": time.time()}, queue="jobs:queue",
-                                  retry=False)
+            if self.passes.want():  # else a pass that has not begun yet will see this commit
+                self.celery.send_task("overlay.schedule", queue="jobs:queue", retry=False)
             return True
         except Exception as e:
             log.warning("could not reach the broker to schedule (%s); reconcile will", e)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from overlay.config import Settings
 from overlay.gpus import GpuProbe, open_probe
 from overlay.store.session import make_engine, make_sessionmaker
+from workers.coalesce import PassRequests
 
 
 @dataclass
@@ -65,6 +66,10 @@ class Runtime:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(make_engine(self.settings.database_url))
+
+    @cached_property
+    def pass_requests(self) -> PassRequests:
+        return PassRequests(self.settings.broker_url)
 
     @cached_property
     def probe(self) -> GpuProbe:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -17,27 +16,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# When this process's latest scheduling pass began (time.time()), and how much clock
-# difference between the hosts that ask for passes and this one is tolerated.
-last_pass_began = 0.0
-CLOCK_SLACK_S = 1.0
-
-
 @app.task(name="overlay.schedule")
-def schedule(sent_at: float | None = None) -> int:
+def schedule() -> int:
     """Place what fits of the queue and dispatch it to the nodes.
 
-    Every submit and every job end asks for a pass. A request sent before the latest
-    pass of this process began is already answered: that pass read everything the
-    sender had committed. So it is skipped; under load that turns thousands of
-    passes over a deep queue into a few. (Clocks further apart than CLOCK_SLACK_S
-    could skip one that was needed: reconcile's own pass, every tick, makes up for it.)
+    Requests are coalesced (workers/coalesce.py): the flag is cleared before the pass
+    reads the queue, so whatever was committed before a skipped request is seen.
     """
-    global last_pass_began
-    if sent_at is not None and sent_at < last_pass_began - CLOCK_SLACK_S:
-        return 0
-    last_pass_began = time.time()
     rt = app.runtime
+    rt.pass_requests.begin()
     dispatches = scheduler.schedule_pass(rt.sessions, rt.settings, now=utcnow())
     send_run_jobs(dispatches)
     return len(dispatches)
@@ -45,7 +32,8 @@ def schedule(sent_at: float | None = None) -> int:
 
 def request_pass() -> None:
     """Ask for a scheduling pass (after a commit that may let a job fit)."""
-    schedule.delay(sent_at=time.time())
+    if app.runtime.pass_requests.want():
+        schedule.delay()
 
 
 @app.task(name="overlay.reconcile")

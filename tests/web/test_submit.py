@@ -12,6 +12,7 @@ from web.app import create_app
 from web.dispatch import Dispatcher
 from web.services import Services
 from web.waiter import JobWaiter
+from workers.coalesce import FLAG, TTL_S, PassRequests
 
 SMOKE = {"job_id": "m2-smoke", "image": "alpine", "cmd": ["echo", "hi"]}
 
@@ -41,6 +42,21 @@ def test_submit_sends_the_schedule_message_to_jobs_queue(client, redis_url):
     messages = redis.Redis.from_url(redis_url).lrange("jobs:queue", 0, -1)
     assert len(messages) == 1
     assert json.loads(messages[0])["headers"]["task"] == "overlay.schedule"
+
+
+def test_submits_before_a_pass_begins_share_one_schedule_message_and_later_ones_send_anew(
+        client, redis_url):
+    # Given no scheduler taking messages, three submits ask for one pass between them
+    for i in range(3):
+        assert client.post("/api/jobs", json={"cmd": ["true"], "job_id": f"c-{i}"}).status_code == 201
+    broker = redis.Redis.from_url(redis_url)
+    assert broker.llen("jobs:queue") == 1
+    # When a pass begins (it will read all three), the next submit needs a message of its own
+    PassRequests(redis_url).begin()
+    client.post("/api/jobs", json={"cmd": ["true"], "job_id": "c-3"})
+    assert broker.llen("jobs:queue") == 2
+    # And a flag left by a lost message expires, so requests are never held back for long
+    assert 0 < broker.ttl(FLAG) <= TTL_S
 
 
 def test_submit_without_a_job_id_gets_one(client):
