@@ -80,14 +80,19 @@ class JobById(MethodView):
         if not query.get("wait"):
             return job_view(read_job(job_id))
         deadline = time.monotonic() + query["wait"]
-        with svc.waiter.watch(job_id) as changed:
+        with svc.waiter.watch(job_id) as ended:
             while True:
                 job = read_job(job_id)
                 left = deadline - time.monotonic()
                 if job.state.terminal or left <= 0:
                     return job_view(job)
-                changed.wait(min(left, 1.0))
-                changed.clear()
+                # Woken when the job ends; the periodic re-read only guards against a lost NOTIFY.
+                ended.wait(min(left, RECHECK_S))
+                ended.clear()
+
+
+# How often a waiting request re-reads its job without being woken.
+RECHECK_S = 5.0
 
 
 def read_job(job_id: str) -> Job:

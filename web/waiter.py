@@ -12,16 +12,21 @@ from contextlib import contextmanager
 import psycopg2
 from sqlalchemy.engine import make_url
 
+from overlay.states import JobState
 from overlay.store.jobs import NOTIFY_CHANNEL
+
+ENDED = {s.value for s in JobState if s.terminal}
+# How long a new watcher waits for the listening connection (first request of a process).
+LISTEN_WAIT_S = 2.0
 
 log = logging.getLogger(__name__)
 
 
 class JobWaiter:
-    """``with waiter.watch(job_id) as changed: ... changed.wait(timeout)``.
+    """``with waiter.watch(job_id) as ended: ... ended.wait(timeout)``.
 
     A background thread LISTENs for job events and sets the Event of every request
-    watching that job. While Postgres is away it sets them all every second, so
+    watching a job that has just ended. While Postgres is away it sets them all every second, so
     waiters re-read rather than hang.
     """
 
@@ -32,6 +37,7 @@ class JobWaiter:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.closing = threading.Event()
+        self.listening = threading.Event()  # set while LISTEN is in effect
 
     def close(self) -> None:
         """Stop listening (tests and shutdown); waiters fall back to re-reading every second."""
@@ -41,10 +47,13 @@ class JobWaiter:
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[threading.Event]:
+        """Watch ``job_id``; on return, every end notified from now on sets the event
+        (unless Postgres is away: then the caller's re-reads are what is left)."""
         self._ensure_listening()
         event = threading.Event()
         with self.lock:
             self.watchers[job_id].add(event)
+        self.listening.wait(LISTEN_WAIT_S)
         try:
             yield event
         finally:
@@ -80,6 +89,7 @@ class JobWaiter:
         try:
             conn.autocommit = True
             conn.cursor().execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.listening.set()
             idle = 0
             while not self.closing.is_set():
                 if select.select([conn], [], [], 1.0) == ([], [], []):
@@ -89,6 +99,9 @@ class JobWaiter:
                     continue
                 conn.poll()
                 while conn.notifies:
-                    self._wake(conn.notifies.pop(0).payload.split(" ", 1)[0])
+                    job_id, _, state = conn.notifies.pop(0).payload.partition(" ")
+                    if state in ENDED:  # waiters wait for the end: PLACED or RUNNING wakes no one
+                        self._wake(job_id)
         finally:
+            self.listening.clear()
             conn.close()
