@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import TextClause, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,6 +64,23 @@ def to_job(row: JobRow) -> Job:
     )
 
 
+def _insert_job_statement() -> TextClause:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING job_id, as text with typed parameters.
+
+    SQLAlchemy 2.0 gives the PostgreSQL ``insert()`` no cache key, so built as an
+    expression it was compiled again on every submit (a third of the submit's time).
+    """
+    fields = [*spec_columns(JobSpec(job_id="", cmd=("",))), "state", "attempt", "gpu_indices", "log_tail",
+              "enqueued_at"]
+    columns = [JobRow.__mapper__.columns[f] for f in fields]
+    sql = (f"INSERT INTO {JobRow.__tablename__} ({', '.join(c.name for c in columns)}) "
+           f"VALUES ({', '.join(':' + f for f in fields)}) ON CONFLICT (job_id) DO NOTHING RETURNING job_id")
+    return text(sql).bindparams(*(bindparam(f, type_=c.type) for f, c in zip(fields, columns, strict=True)))
+
+
+INSERT_JOB = _insert_job_statement()
+
+
 def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
     """Store a new QUEUED job and its first event; raise DuplicateJob if the id exists.
 
@@ -80,8 +96,8 @@ def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
         enqueued_at=now,
     )
     # Core, not the ORM: this is the submit hot path, and every value is known already.
-    stmt = pg_insert(JobRow).values(**values).on_conflict_do_nothing().returning(JobRow.job_id)
-    if session.execute(stmt).scalar_one_or_none() is None:
+    # The values go as parameters, so the statement is compiled once per process.
+    if session.execute(INSERT_JOB, values).scalar_one_or_none() is None:
         raise DuplicateJob(spec.job_id)
     _event(session, spec.job_id, None, JobState.QUEUED, now=now, attempt=0, reason="submitted")
     return Job(spec=spec, state=JobState.QUEUED, enqueued_at=now)
