@@ -172,16 +172,20 @@ def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime) -> Job | Non
 
 def _start(rt: Runtime, job_id: str, attempt: int, *, now: datetime) -> Job | None:
     with rt.sessions.begin() as s:
-        row = job_store.get_job(s, job_id, lock=True)
-        current = (row.state, row.attempt, row.node)
-        if current != (JobState.PLACED.value, attempt, rt.settings.node_name):
-            log.info("job %s: ignoring run_job for attempt %s (job is %s, attempt %s, on %s)",
-                     job_id, attempt, *current, extra=job_fields(job_id, rt.settings.node_name))
-            return None
-        job = job_store.transition(s, job_id, JobState.RUNNING, now=now, attempt=attempt)
+        job = job_store.start(s, job_id, attempt=attempt, node=rt.settings.node_name, now=now)
+    if isinstance(job, str):
+        log.info("job %s: ignoring run_job for attempt %s (%s)", job_id, attempt, job,
+                 extra=job_fields(job_id, rt.settings.node_name))
+        return None
     log.info("job %s running on %s, GPUs %s", job_id, job.node, list(job.gpus), extra=job_fields(
         job_id, job.node, state=job.state.value, attempt=attempt, gpus=list(job.gpus)))
     return job
+
+
+def jobs_waiting(rt: Runtime) -> bool:
+    """Whether a job waits for placement (so that the GPUs and slot just freed may serve it)."""
+    with rt.sessions() as s:
+        return job_store.any_queued(s)
 
 
 def launch(rt: Runtime, job: Job, path: Path) -> runner.Outcome:

@@ -50,7 +50,8 @@ def run_job(job_id: str, attempt: int) -> str | None:
     outcome = agent.execute(app.runtime, job_id, attempt, clock=utcnow)
     if outcome is None:
         return "ignored: stale or repeated message"
-    request_pass()  # its GPUs are free: whatever waits may fit now
+    if agent.jobs_waiting(app.runtime):  # its GPUs and slot are free: what waits may fit now
+        request_pass()
     return outcome.reason or "exit 0"
 
 

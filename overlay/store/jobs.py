@@ -156,6 +156,15 @@ def transition(
     row = get_job(session, job_id, lock=True)
     if attempt is not None and attempt != row.attempt:
         raise StaleAttempt(job_id=job_id, attempt=attempt, current=row.attempt)
+    return _move(session, row, target, now=now, reason=reason, keep_gpus=keep_gpus, **changes)
+
+
+def _move(
+    session: Session, row: JobRow, target: JobState, *, now: datetime, reason: str | None,
+    keep_gpus: bool = False, **changes: Any,
+) -> Job:
+    """``transition`` for a row already read and locked in this transaction."""
+    job_id = row.job_id
     current = JobState(row.state)
     check_transition(job_id, current, target)
     row.state = target.value
@@ -170,6 +179,21 @@ def transition(
            node=row.node, gpus=row.gpu_indices)
     session.flush()
     return to_job(row)
+
+
+def start(session: Session, job_id: str, *, attempt: int, node: str, now: datetime) -> Job | str:
+    """PLACED -> RUNNING if the job is PLACED for this attempt on this node; otherwise
+    nothing changes and the answer says where the job is instead (a stale message)."""
+    row = get_job(session, job_id, lock=True)
+    if (row.state, row.attempt, row.node) != (JobState.PLACED.value, attempt, node):
+        return f"job is {row.state}, attempt {row.attempt}, on {row.node}"
+    return _move(session, row, JobState.RUNNING, now=now, reason=None)
+
+
+def any_queued(session: Session) -> bool:
+    """Whether some job waits for placement."""
+    return bool(session.scalar(select(select(JobRow.job_id).where(JobRow.state == JobState.QUEUED.value)
+                                      .exists())))
 
 
 def cancel(session: Session, job_id: str, *, now: datetime) -> Job:
@@ -266,8 +290,7 @@ def finish(
         release_gpus(session, job_id, attempt=attempt)
         return None
     if row.state == JobState.RUNNING.value:
-        return transition(session, job_id, target, now=now, reason=reason, attempt=attempt,
-                          exit_code=exit_code, log_tail=log_tail)
+        return _move(session, row, target, now=now, reason=reason, exit_code=exit_code, log_tail=log_tail)
     row.exit_code, row.log_tail = exit_code, log_tail
     release_gpus(session, job_id, attempt=attempt)
     return None
