@@ -97,7 +97,7 @@ RECHECK_S = 5.0
 
 def read_job(job_id: str) -> Job:
     with services().transaction() as s:
-        return store.to_job(store.get_job(s, job_id))
+        return store.read_job(s, job_id)
 
 
 # A follower asking from an offset gets at most this much per request, and asks again.

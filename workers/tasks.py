@@ -83,7 +83,11 @@ def lost_messages(stale: list[scheduler.Dispatch]) -> list[scheduler.Dispatch]:
 
 
 def send_run_jobs(dispatches: Iterable[scheduler.Dispatch]) -> None:
-    for d in dispatches:
-        # argsrepr is what Flower's task list and `celery events` show: which job, which attempt.
-        run_job.apply_async((d.job_id, d.attempt), queue=f"assign:{d.node}",
-                            argsrepr=f"job_id={d.job_id!r}, attempt={d.attempt}")
+    dispatches = list(dispatches)
+    if not dispatches:
+        return
+    with app.producer_or_acquire() as producer:  # one broker connection for the whole batch
+        for d in dispatches:
+            # argsrepr is what Flower's task list and `celery events` show: which job, which attempt.
+            run_job.apply_async((d.job_id, d.attempt), queue=f"assign:{d.node}", producer=producer,
+                                argsrepr=f"job_id={d.job_id!r}, attempt={d.attempt}")

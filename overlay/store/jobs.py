@@ -128,12 +128,23 @@ def list_jobs(
     return [to_job(r) for r in rows], total
 
 
+# Every column, for reads that need no ORM object: identity map and change tracking cost
+# most of a read for nothing when the job is only shown or planned.
+JOB_COLUMNS = select(*(getattr(JobRow, a.key) for a in JobRow.__mapper__.column_attrs))
+
+
+def read_job(session: Session, job_id: str) -> Job:
+    """The job, read as a plain row (polled by waiting clients); raise JobNotFound."""
+    row = session.execute(JOB_COLUMNS.where(JobRow.job_id == job_id)).one_or_none()
+    if row is None:
+        raise JobNotFound(job_id)
+    return to_job(row)  # type: ignore[arg-type]  # a Row has the attributes to_job reads
+
+
 def queued_jobs(session: Session) -> list[Job]:
-    """Every QUEUED job, read as plain rows: a scheduling pass reads the whole queue, and
-    ORM objects (identity map, change tracking) cost most of that for nothing."""
-    columns = [getattr(JobRow, a.key) for a in JobRow.__mapper__.column_attrs]
-    rows = session.execute(select(*columns).where(JobRow.state == JobState.QUEUED.value))
-    return [to_job(r) for r in rows]  # type: ignore[arg-type]  # a Row has the attributes to_job reads
+    """Every QUEUED job, read as plain rows: a scheduling pass reads the whole queue."""
+    rows = session.execute(JOB_COLUMNS.where(JobRow.state == JobState.QUEUED.value))
+    return [to_job(r) for r in rows]  # type: ignore[arg-type]
 
 
 def transition(
