@@ -25,13 +25,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 import requests
 
-from bench.run import start_stack
+from bench.run import in_parallel, start_stack
 from overlay.store.session import ensure_database, migrate
 from tests.conftest import PG_SERVER, drop_database
 from tests.integration.stack import BIN, ROOT
@@ -111,11 +110,8 @@ def run(jobs: int, out: Path, rate: int, clients: int) -> tuple[dict[str, float]
         spies = {name: spy(stack.procs[name].pid, out / f"{name}.txt", seconds, rate)
                  for name in PROCESSES if rate}
         time.sleep(1.0 if rate else 0)  # py-spy attached
-        sessions = [requests.Session() for _ in range(clients)]
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            times = list(pool.map(lambda i: one_job(sessions[i % clients], stack.api), range(jobs)))
-        rate_per_s = jobs / (time.perf_counter() - t0)
+        times, elapsed = in_parallel(jobs, lambda session: one_job(session, stack.api), clients)
+        rate_per_s = jobs / elapsed
         for name, proc in spies.items():
             _, err = proc.communicate(timeout=seconds + 60)
             if proc.returncode != 0 or not (out / f"{name}.txt").exists():

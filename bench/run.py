@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -107,12 +108,20 @@ def measure_e2e(api: str, count: int) -> dict[str, float]:
             "e2e_server_p50_ms": statistics.median(server), "e2e_server_p95_ms": pct(server, 0.95)}
 
 
-def in_parallel(count: int, work: Callable[[requests.Session], Any]) -> tuple[list[Any], float]:
-    """Run ``work`` ``count`` times over CLIENTS threads, each with its own session."""
-    sessions = [requests.Session() for _ in range(CLIENTS)]
+def in_parallel(count: int, work: Callable[[requests.Session], Any],
+                clients: int = CLIENTS) -> tuple[list[Any], float]:
+    """Run ``work`` ``count`` times over ``clients`` threads, each with its own session
+    (a requests.Session is not to be shared between threads)."""
+    local = threading.local()
+
+    def call(_: int) -> Any:
+        if not hasattr(local, "http"):
+            local.http = requests.Session()
+        return work(local.http)
+
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        results = list(pool.map(lambda i: work(sessions[i % CLIENTS]), range(count)))
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(call, range(count)))
     return results, time.perf_counter() - t0
 
 

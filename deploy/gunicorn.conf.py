@@ -11,6 +11,10 @@ bind = os.environ.get("API_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("API_WORKERS", "2"))
 threads = int(os.environ.get("API_THREADS", "16"))
 worker_class = "gthread"
+# Clients (the CLI, scripts, long-polls) come straight here, often with keep-alive pools:
+# gunicorn's 2 s default closes an idle connection just as a client reuses it, and the
+# client sees "connection reset". Idle connections wait in the poller, not in a thread.
+keepalive = int(os.environ.get("API_KEEPALIVE_S", "30"))
 accesslog = "-"
 timeout = 60
 # The API's, gunicorn's and the access log's lines all go to the root logger, as LOG_FORMAT says.
