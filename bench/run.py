@@ -4,8 +4,11 @@ Starts its own local stack (gunicorn API, scheduler, beat, two agents with fake 
 on the local Postgres (a database of its own) and Redis (DB 13), runs every
 measurement, writes bench/results/latest.json and latest.md, and prints the table.
 
-    python -m bench.run            # the full run (bounded to 10 minutes)
-    python -m bench.run --quick    # smaller counts, about a minute
+    python -m bench.run            # the full counts, 3 side-by-side runs, medians (about 3 minutes)
+    python -m bench.run --quick    # smaller counts, one run (about 20 seconds)
+
+Each run measures the Celery floor and then overlay, one after the other, so their
+ratios compare like with like on a noisy machine; every figure is the median over runs.
 """
 
 from __future__ import annotations
@@ -157,12 +160,11 @@ def start_stack(database_url: str, workdir: Path) -> Stack:
     return stack
 
 
-def run(quick: bool) -> dict[str, Any]:
-    counts = QUICK if quick else FULL
+def run_once(counts: dict[str, int]) -> dict[str, float]:
+    """The floor, then overlay's stack, side by side; the ratios of this run."""
     workdir = Path(tempfile.mkdtemp(prefix="overlay-bench-"))
-    results: dict[str, Any] = {"quick": quick, "counts": counts}
     log(f"floor: {counts['floor_seq']} sequential, burst of {counts['floor_burst']}")
-    results.update(measure_floor(counts, workdir))
+    results = measure_floor(counts, workdir)
     database_url = f"{PG_SERVER}/overlay_bench_{uuid.uuid4().hex[:8]}"
     ensure_database(database_url)
     migrate(database_url)
@@ -178,10 +180,23 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         stack.stop_all()
         drop_database(database_url)
-    log("placement and a 10,000-job pass")
-    results.update(placement.run(quick))
     results["latency_ratio"] = results["e2e_p50_ms"] / results["floor_p50_ms"]
     results["throughput_ratio"] = results["e2e_jobs_per_s"] / results["floor_jobs_per_s"]
+    return results
+
+
+def run(quick: bool, repeats: int) -> dict[str, Any]:
+    """``repeats`` side-by-side runs; each figure is the median over them (runs are kept)."""
+    counts = QUICK if quick else FULL
+    runs = []
+    for i in range(repeats):
+        log(f"run {i + 1} of {repeats}")
+        runs.append(run_once(counts))
+    results: dict[str, Any] = {"quick": quick, "counts": counts, "repeats": repeats}
+    results.update({key: statistics.median(r[key] for r in runs) for key in runs[0]})
+    results["runs"] = runs
+    log("placement and a 10,000-job pass")
+    results.update(placement.run(quick))
     return results
 
 
@@ -202,7 +217,8 @@ def table(r: dict[str, Any]) -> str:
     for policy, by_nodes in r["placement_median_us"].items():
         cells = ", ".join(f"{n}: {us:.1f}" for n, us in by_nodes.items())
         rows.append((f"placement {policy}, median us by nodes", cells))
-    lines = ["| measurement | result |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    title = f"median of {r['repeats']} side-by-side run(s)" if r.get("repeats", 1) > 1 else "one run"
+    lines = [f"| measurement ({title}) | result |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
     return "\n".join(lines)
 
 
@@ -210,10 +226,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smaller counts, about a minute")
+    parser.add_argument("--quick", action="store_true", help="smaller counts, one run: about 20 seconds")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="side-by-side runs to take medians over (default 3, 1 with --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    results = run(args.quick)
+    results = run(args.quick, args.repeats or (1 if args.quick else 3))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(results, indent=2, default=str))
     (args.out / "latest.md").write_text(table(results) + "\n")
