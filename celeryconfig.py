@@ -15,13 +15,9 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 task_ignore_result = True
 
-# Task events (what Flower's task list is made of) are off until someone watches:
-# Flower turns them on in every worker it sees, and keeps them on (its --enable_events,
-# the default); `celery -A workers.app control enable_events` does it for `celery events`.
-# Sending them costs each job about 7 ms end to end (docs/performance.md). `celery
-# inspect` is remote control and needs no events.
-worker_send_task_events = False
-task_send_sent_event = False
+# Flower and `celery inspect` need the events.
+worker_send_task_events = True
+task_send_sent_event = True
 
 task_default_queue = "jobs:queue"
 # Every agent gets each heartbeat request. A publisher must declare this fanout
