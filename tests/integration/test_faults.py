@@ -9,6 +9,8 @@ below is seconds. docs/reliability.md lists which promise each test proves.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -163,16 +165,28 @@ def private_redis(tmp_path) -> PrivateRedis:
 def test_jobs_queued_and_placed_when_redis_is_wiped_or_restarted_all_end_and_run_once(
     fault, database_url, sessions, tmp_path, private_redis
 ):
-    # Given node-a busy: 8 jobs running (its 8 worker threads), 4 placed and waiting in
-    # assign:node-a, and 2 queued for want of a free GPU
-    stack = Stack(database_url=database_url, redis_url=private_redis.url, workdir=tmp_path)
+    # Given node-a with jobs running, others placed with their run_job messages waiting
+    # in assign:node-a, and more queued: the agent is frozen (SIGSTOP) after the first
+    # jobs start, so the messages for the next ones wait in Redis, and its job slots
+    # (7) and GPUs (4) leave the rest QUEUED. NODE_TTL_S is long enough that the frozen
+    # agent is not declared dead meanwhile.
+    stack = Stack(database_url=database_url, redis_url=private_redis.url, workdir=tmp_path,
+                  NODE_TTL_S="20")
+    broker = private_redis.client()
     try:
         start_cluster(stack, agents=("node-a",))
-        ids = [f"gpu-{i}" for i in range(6)] + [f"cpu-{i}" for i in range(6)]
-        for job_id in ids:
+        first = [f"cpu-{i}" for i in range(3)]
+        later = [f"gpu-{i}" for i in range(6)] + [f"cpu-{i}" for i in range(3, 6)]
+        ids = first + later
+        for job_id in first:
+            submit(stack, job_id=job_id, cmd=["sleep", "3"])
+        wait_until(lambda: all(job(stack, j)["state"] == "RUNNING" for j in first), timeout=10,
+                   what="the first jobs running")
+        os.killpg(stack.procs["node-a"].pid, signal.SIGSTOP)  # its jobs have sessions of their own
+        for job_id in later:
             submit(stack, job_id=job_id, gpus=1 if job_id.startswith("gpu") else 0, cmd=["sleep", "3"])
-        broker = private_redis.client()
-        wait_until(lambda: broker.llen("assign:node-a") > 0, timeout=10, what="run_job messages waiting")
+        # (the frozen agent's pending BRPOP may take one message into its socket)
+        wait_until(lambda: broker.llen("assign:node-a") >= 3, timeout=10, what="run_job messages waiting")
         states = {j: job(stack, j)["state"] for j in ids}
         assert {"QUEUED", "PLACED", "RUNNING"} <= set(states.values()), states
 
@@ -183,6 +197,7 @@ def test_jobs_queued_and_placed_when_redis_is_wiped_or_restarted_all_end_and_run
             private_redis.kill()
             private_redis.start()
         assert broker.llen("assign:node-a") == 0
+        os.killpg(stack.procs["node-a"].pid, signal.SIGCONT)
 
         # Then every job still ends DONE, each run exactly once, from what Postgres says
         for job_id in ids:
@@ -192,6 +207,7 @@ def test_jobs_queued_and_placed_when_redis_is_wiped_or_restarted_all_end_and_run
         submit(stack, job_id="after", cmd=["true"])
         assert wait_state(stack, "after", TERMINAL)["state"] == "DONE"
     finally:
+        broker.close()
         stack.stop_all()
         print(stack.all_output()[-20000:])
 
