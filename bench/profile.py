@@ -11,8 +11,8 @@ samples the API's gunicorn workers, the scheduler and both agents, then prints
 
     python -m bench.profile [--jobs 200] [--clients 1] [--rate 500] [--out bench/results/profile]
 
-py-spy must be installed (``pip install py-spy``) and allowed to attach (root, or
-ptrace permitted). The raw collapsed stacks are kept under --out for flame graphs.
+py-spy (in the dev extras, so ``make install`` has it) must be allowed to attach: root,
+or ptrace permitted. The raw collapsed stacks are kept under --out for flame graphs.
 """
 
 from __future__ import annotations
