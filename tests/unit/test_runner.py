@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from workers.runner import fake_run, run, tail
@@ -68,3 +69,26 @@ def alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_waiting_on_jobs_leaves_no_file_descriptor_open(tmp_path):
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(30):
+        assert run(["sh", "-c", f"exit {i % 3}"], {"PATH": "/usr/bin:/bin"}, log_path=tmp_path / "j.log",
+                   timeout_s=None, should_stop=never).exit_code == i % 3
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_without_pidfds_exits_timeouts_and_stops_still_work(tmp_path, monkeypatch):
+    # Given a kernel (or platform) without pidfd_open
+    def unsupported(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", unsupported)
+    env = {"PATH": "/usr/bin:/bin"}
+    assert run(["sh", "-c", "exit 3"], env, log_path=tmp_path / "j.log", timeout_s=None,
+               should_stop=never).exit_code == 3
+    assert run(["sleep", "30"], env, log_path=tmp_path / "j.log", timeout_s=0.3, should_stop=never,
+               poll_s=0.05).reason == "timeout"
+    assert run(["sleep", "30"], env, log_path=tmp_path / "j.log", timeout_s=None, poll_s=0.05,
+               should_stop=lambda: "cancelled by user").reason == "cancelled by user"
