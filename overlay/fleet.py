@@ -131,8 +131,8 @@ class _View:
     def most_free(self) -> int:
         return next((k for k in range(len(self.buckets) - 1, -1, -1) if self.buckets[k]), 0)
 
-    def most_free_if_slots(self) -> int:
-        """The most free fitting GPUs on one node, counting the nodes with no slot free."""
+    def most_free_on_full_nodes(self) -> int:
+        """The most free fitting GPUs on one of the nodes with every job slot busy."""
         return max((self.count[name] for name in self.full), default=0)
 
 
@@ -236,7 +236,7 @@ class Fleet:
             return NoFit(reason=f"needs {wants}; the most any online node has: {found.most_total}",
                          details={"needs": job.gpus, "most_total": found.most_total})
         most = found.most_free()
-        if found.full and found.most_free_if_slots() >= job.gpus:
+        if found.full and found.most_free_on_full_nodes() >= job.gpus:
             busy = sorted(found.full)
             shown = ", ".join(busy[:3]) + (f" and {len(busy) - 3} more" if len(busy) > 3 else "")
             return NoFit(reason=f"needs {wants}; the nodes with room run all the jobs their agents "

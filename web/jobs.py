@@ -32,6 +32,11 @@ blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Jobs")
 log = logging.getLogger(__name__)
 
 
+# How often a waiting request re-reads its job without being woken (a guard against a
+# lost NOTIFY: the end wakes it at once).
+RECHECK_S = 5.0
+
+
 def new_job_id() -> str:
     return f"job-{uuid.uuid4().hex[:12]}"
 
@@ -90,9 +95,6 @@ class JobById(MethodView):
                 ended.wait(min(left, RECHECK_S))
                 ended.clear()
 
-
-# How often a waiting request re-reads its job without being woken.
-RECHECK_S = 5.0
 
 
 def read_job(job_id: str) -> Job:

@@ -40,7 +40,7 @@ class JobWaiter:
         self.listening = threading.Event()  # set while LISTEN is in effect
 
     def close(self) -> None:
-        """Stop listening (tests and shutdown); waiters fall back to re-reading every second."""
+        """Stop listening (tests and shutdown); waiters fall back to their periodic re-reads."""
         self.closing.set()
         if self.thread is not None:
             self.thread.join(timeout=3)

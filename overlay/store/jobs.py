@@ -68,7 +68,7 @@ def _insert_job_statement() -> TextClause:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING job_id, as text with typed parameters.
 
     SQLAlchemy 2.0 gives the PostgreSQL ``insert()`` no cache key, so built as an
-    expression it was compiled again on every submit (a third of the submit's time).
+    expression it was compiled again on every submit.
     """
     fields = [*spec_columns(JobSpec(job_id="", cmd=("",))), "state", "attempt", "gpu_indices", "log_tail",
               "enqueued_at"]
