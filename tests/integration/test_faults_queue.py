@@ -89,9 +89,11 @@ def test_jobs_queued_and_placed_when_redis_is_wiped_or_restarted_all_end_and_run
         print(stack.all_output()[-20000:])
 
 
-def waiting_for_a_lock(engine) -> bool:
+def lock_waiters(engine) -> int:
+    """Postgres backends waiting for a lock. A SIGKILLed scheduler's backend stays among
+    them while the lock it waits for is held: Postgres notices the dead client only later."""
     with engine.connect() as conn:
-        return bool(conn.scalar(text("select count(*) from pg_locks where not granted")))
+        return int(conn.scalar(text("select count(distinct pid) from pg_locks where not granted")) or 0)
 
 
 def test_a_scheduler_killed_mid_pass_double_books_nothing_and_leaves_nothing_placed(
@@ -111,7 +113,7 @@ def test_a_scheduler_killed_mid_pass_double_books_nothing_and_leaves_nothing_pla
         blocker.begin()
         blocker.execute(text("select 1 from jobs where job_id = 'j3' for update"))
         restart_scheduler(stack)
-        wait_until(lambda: waiting_for_a_lock(engine), timeout=15, what="the pass to block on j3")
+        wait_until(lambda: lock_waiters(engine) >= 1, timeout=15, what="the pass to block on j3")
 
         # When the scheduler is SIGKILLed there, with j0..j2 placed but not committed
         stack.kill("scheduler")
@@ -121,8 +123,10 @@ def test_a_scheduler_killed_mid_pass_double_books_nothing_and_leaves_nothing_pla
 
         # When the next scheduler commits its placements and is SIGKILLed before it can
         # send a single run_job (Redis is down meanwhile)
+        waiters = lock_waiters(engine)  # the dead scheduler's backend may still wait on j3
         restart_scheduler(stack)
-        wait_until(lambda: waiting_for_a_lock(engine), timeout=15, what="the pass to block on j3")
+        wait_until(lambda: lock_waiters(engine) > waiters, timeout=15,
+                   what="the new scheduler's pass to block on j3")
         private_redis.kill()
         blocker.rollback()
         blocker.close()
