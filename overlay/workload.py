@@ -2,7 +2,7 @@
 
 Pure: everything comes from a ``random.Random`` seeded by the caller, so one seed gives
 one fleet and one job stream, byte for byte. Reading a workload from a file is the I/O
-layer's job (``web/simulate.py``); it hands the rows here as ``SimJob`` values.
+layer's job (``cli/workload_files.py``); it hands the rows here as ``SimJob`` values.
 
 The synthetic fleet mixes four GPU models by node (a node holds one model, as real
 servers do) and labels each node with a zone. The job stream has Poisson arrivals; GPU

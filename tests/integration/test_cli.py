@@ -18,9 +18,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from cli.main import main
 from tests.integration.shared_stack import shared_stack
 from tests.integration.stack import BIN, ROOT, Stack, free_port, wait_until
-from web.cli import main
 
 pytestmark = pytest.mark.slow
 OVERLAY = str(BIN / "overlay")
@@ -224,8 +224,8 @@ def test_the_token_is_sent_as_a_bearer_and_a_non_json_error_is_summarised(stand_
 
 
 def test_the_cli_imports_none_of_the_server_side():
-    heavy = {"flask", "celery", "sqlalchemy", "marshmallow", "kombu", "psycopg2"}
-    code = f"import sys, web.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
+    heavy = {"flask", "celery", "sqlalchemy", "marshmallow", "kombu", "psycopg2", "redis", "web", "workers"}
+    code = f"import sys, cli.main; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             check=True)
     assert loaded.stdout.strip() == "[]"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import click
 import pytest
 
-from web import cli_render as render
-from web.cli import UNITS_MIB, UNITS_S, exit_status, scaled, submit_body
-from web.cli_client import normalize
+from cli import render
+from cli.client import normalize
+from cli.main import UNITS_MIB, UNITS_S, exit_status, scaled, submit_body
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 OPTIONS = dict(job_id=None, image=None, gpus=None, gpu_memory=None, gpu_model=None, priority=None,

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli.simulate import simulate as simulate_command
+from cli.workload_files import WorkloadError, read_workload
 from overlay import placement, simulation
 from overlay.fleet import Candidates, Fleet
 from overlay.model import JobSpec, NodeSnapshot, Placement
@@ -23,8 +25,6 @@ from overlay.queueing import QueuedJob, plan_pass
 from overlay.simulation import SimEvent, percentile, simulate
 from overlay.workload import EPOCH, SIZES, SimJob, synthetic_fleet, synthetic_jobs
 from tests.unit.test_placement import node
-from web.cli_simulate import simulate as simulate_command
-from web.simulate import WorkloadError, read_workload
 
 FIRST = POLICIES["first-fit"]
 
@@ -330,6 +330,6 @@ def test_overlay_simulate_runs_through_the_installed_cli_which_loads_it_only_whe
     listed = subprocess.run([str(overlay_cli), "--help"], capture_output=True, text=True, timeout=60)
     assert "simulate" in listed.stdout
     # Every other subcommand starts without paying for the simulator's imports
-    probe = "import sys; from web import cli; print('web.simulate' in sys.modules)"
+    probe = "import sys; import cli.main; print('cli.workload_files' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60).stdout.strip() == "False"

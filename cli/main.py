@@ -23,8 +23,8 @@ from typing import Any
 
 import click
 
-from web import cli_render as render
-from web.cli_client import DEFAULT_API, Client, CliError
+from cli import render
+from cli.client import DEFAULT_API, Client, CliError
 
 # The long-poll each wait step asks for: short, so state changes show as they happen.
 POLL_S = 1.0
@@ -80,7 +80,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
 class LazyGroup(click.Group):
     """A group whose heavier subcommands are imported only when run or listed (click's documented pattern)."""
 
-    lazy = {"simulate": "web.cli_simulate:simulate"}
+    lazy = {"simulate": "cli.simulate:simulate"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

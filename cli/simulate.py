@@ -1,6 +1,6 @@
 """``overlay simulate``: compare placement policies on a simulated fleet (docs/simulate.md).
 
-``simulate`` is a click command for the main CLI to register; ``python -m web.cli_simulate``
+``simulate`` is a click command for the main CLI to register; ``python -m cli.simulate``
 runs it alone.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from cli.workload_files import RunConfig, WorkloadError, default_processes, run_all, table, write_results
 from overlay.policies import SUPPORTED
-from web.simulate import RunConfig, WorkloadError, default_processes, run_all, table, write_results
 
 
 @click.command("simulate")
