@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from cli.workload_files import RunConfig, WorkloadError, default_processes, run_all, table, write_results
+from cli.workload_files import RunConfig, default_processes, run_all, table, write_results
+from overlay.errors import WorkloadError
 from overlay.policies import SUPPORTED
 
 

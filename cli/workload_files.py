@@ -20,7 +20,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from overlay.config import parse_labels
-from overlay.errors import ConfigError, OverlayError
+from overlay.errors import ConfigError, WorkloadError
 from overlay.model import JobSpec
 from overlay.policies import get_policy
 from overlay.simulation import SimResult, simulate
@@ -29,18 +29,7 @@ from overlay.workload import CMD, SimJob, arrival_rate, synthetic_fleet, synthet
 REQUIRED = ("submit", "gpus", "duration_s")
 OPTIONAL = ("job_id", "gpu_memory_mb", "gpu_model", "priority", "node_selector")
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-MAX_ERRORS = 20
 SAMPLES = 400  # points per policy on the chart
-
-
-class WorkloadError(OverlayError):
-    """A workload file that cannot be replayed; ``errors`` names each bad line."""
-
-    def __init__(self, path: Path, errors: Sequence[str]) -> None:
-        shown = list(errors[:MAX_ERRORS])
-        more = f"\n  … and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
-        super().__init__(f"{path}: " + "\n  ".join(["bad workload:", *shown]) + more,
-                         path=str(path), errors=shown)
 
 
 @dataclass(frozen=True, kw_only=True)

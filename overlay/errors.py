@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class OverlayError(Exception):
     """Root of overlay's errors; ``message`` is for a person, ``fields`` for a machine."""
@@ -79,3 +81,18 @@ class GpuTaken(OverlayError):
 
     def __init__(self, *, node: str, gpus: tuple[int, ...]) -> None:
         super().__init__(f"a GPU of {gpus} on {node} is already held", node=node, gpus=gpus)
+
+
+class WorkloadError(OverlayError):
+    """A workload file the simulator cannot replay; ``errors`` names each bad line (the first 20)."""
+
+    MAX_SHOWN = 20
+
+    def __init__(self, path: object, errors: Sequence[str]) -> None:
+        shown = list(errors[: self.MAX_SHOWN])
+        more = len(errors) - len(shown)
+        super().__init__(
+            f"{path}: " + "\n  ".join(["bad workload:", *shown]) + (f"\n  … and {more} more" if more else ""),
+            path=str(path),
+            errors=shown,
+        )

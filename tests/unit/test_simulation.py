@@ -16,8 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli.simulate import simulate as simulate_command
-from cli.workload_files import WorkloadError, read_workload
+from cli.workload_files import read_workload
 from overlay import placement, simulation
+from overlay.errors import OverlayError, WorkloadError
 from overlay.fleet import Candidates, Fleet
 from overlay.model import JobSpec, NodeSnapshot, Placement
 from overlay.policies import POLICIES
@@ -263,6 +264,17 @@ def test_every_bad_line_is_named_not_only_the_first(tmp_path):
     assert "line 2: priority must be a whole number from -1000 to 1000" in e.value.message
     assert "line 3: node_selector must be key=value pairs" in e.value.message
     assert "line 4" not in e.value.message
+
+
+def test_a_file_with_many_bad_lines_names_the_first_twenty_and_counts_the_rest(tmp_path):
+    # Given 25 lines with a negative duration
+    body = "submit,gpus,duration_s\n" + "0,1,-5\n" * 25
+    # When it is read, Then the error (one of overlay's) lists 20 lines and says how many more
+    with pytest.raises(OverlayError) as e:
+        read_workload(write(tmp_path, body))
+    assert isinstance(e.value, WorkloadError) and len(e.value.fields["errors"]) == 20
+    assert "line 21:" in e.value.message and "line 22:" not in e.value.message
+    assert e.value.message.endswith("… and 5 more")
 
 
 @pytest.mark.parametrize(("text", "expected"), [
