@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from overlay.errors import GpuProbeError
 from overlay.gpus import open_probe
-from overlay.gpus.exporter import render_metrics
 from overlay.launch import job_env
 from overlay.model import JobSpec
 from workers.agent import node_labels
+from workers.gpu_metrics import render_metrics
 from workers.runner import run, tail
 
 CUDA_PROBE = (

@@ -11,8 +11,8 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from overlay.gpus.exporter import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from overlay.gpus.exporter import render_metrics
+from workers.gpu_metrics import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from workers.gpu_metrics import render_metrics
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)

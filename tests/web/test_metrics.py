@@ -11,7 +11,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from overlay.gpus import FakeProbe
-from overlay.gpus.exporter import render_metrics
 from overlay.model import JobSpec, Placement
 from overlay.states import JobState
 from overlay.store import jobs as job_store
@@ -20,6 +19,7 @@ from web.app import create_app
 from web.dispatch import Dispatcher
 from web.services import Services
 from web.waiter import JobWaiter
+from workers.gpu_metrics import render_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = {

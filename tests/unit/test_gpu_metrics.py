@@ -6,9 +6,9 @@ import dataclasses
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from overlay.gpus.exporter import CONTENT_TYPE_LATEST, render_metrics
 from overlay.gpus.fake import FakeProbe
 from overlay.model import ProbeReport
+from workers.gpu_metrics import CONTENT_TYPE_LATEST, render_metrics
 
 DCGM = {
     "DCGM_FI_DEV_GPU_UTIL",
