@@ -17,13 +17,16 @@ worker_class = "gthread"
 keepalive = int(os.environ.get("API_KEEPALIVE_S", "30"))
 accesslog = "-"
 timeout = 60
-# The API's, gunicorn's and the access log's lines all go to the root logger, as LOG_FORMAT says.
+# The API's, gunicorn's and the access log's lines all go to the root logger, as LOG_FORMAT says;
+# the access log only at LOG_LEVEL=DEBUG (overlay/logfmt.py, DEBUG_ONLY).
 _level = _settings.log_level.upper() or "INFO"
+_config = dict_config(_settings.log_format, _level)
 logconfig_dict = {
-    **dict_config(_settings.log_format, _level),
+    **_config,
     "loggers": {
+        **_config["loggers"],
         "gunicorn.error": {"level": _level, "handlers": [], "propagate": True},
-        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {**_config["loggers"]["gunicorn.access"], "handlers": [], "propagate": True},
     },
 }
 

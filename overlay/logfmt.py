@@ -77,20 +77,69 @@ def _text(value: Any) -> str:
 
 FORMATTERS: dict[str, type[logging.Formatter]] = {"text": TextFormatter, "json": JsonFormatter}
 
+# INFO lines that bury what a person watching the stack wants (job events, errors, start-up):
+# Celery's "Task overlay.heartbeat[...] received" / "... succeeded" for every task (several a
+# second: heartbeats, reconciles), beat's "Sending due task" and gunicorn's access log. They are
+# DEBUG lines: shown at LOG_LEVEL=DEBUG only. Their warnings and errors are shown as always.
+# Logger name -> the messages it demotes ("" = all its INFO lines).
+DEBUG_ONLY: dict[str, str] = {
+    "celery.worker.strategy": "",
+    "celery.app.trace": "",
+    "celery.beat": "Scheduler: Sending due task",
+    "gunicorn.access": "",
+}
+
+
+class ToDebug(logging.Filter):
+    """Relabels a logger's INFO records (those whose message starts with ``prefix``) as DEBUG,
+    and drops them unless ``show``. Records above INFO pass untouched."""
+
+    def __init__(self, prefix: str = "", show: bool = False) -> None:
+        super().__init__()
+        self.prefix, self.show = prefix, show
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not str(record.msg).startswith(self.prefix):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self.show
+
+
+def level_number(level: str | int) -> int:
+    """``"debug"``/``"DEBUG"``/``10`` -> 10 (an unknown name counts as INFO)."""
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(level.upper())
+    return number if isinstance(number, int) else logging.INFO
+
 
 def dict_config(log_format: str, level: str | int) -> dict[str, Any]:
-    """A dictConfig dictionary: the root logger at ``level`` writing ``log_format`` lines to stderr.
+    """A dictConfig dictionary: the root logger at ``level`` writing ``log_format`` lines to stderr,
+    the DEBUG_ONLY lines shown only when ``level`` is DEBUG.
 
     Raises KeyError for a format that is not ``text`` or ``json`` (Settings refuses those first).
     """
     formatter = FORMATTERS[log_format]
+    show = level_number(level) <= logging.DEBUG
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"overlay": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
+        "filters": {
+            f"debug-only:{name}": {"()": f"{ToDebug.__module__}.{ToDebug.__qualname__}",
+                                   "prefix": prefix, "show": show}
+            for name, prefix in DEBUG_ONLY.items()
+        },
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "overlay",
                         "stream": "ext://sys.stderr"},
+        },
+        # A logger demoted whole is also set above INFO (unless DEBUG), so that its INFO
+        # records are not even made: Celery asks once per task.
+        "loggers": {
+            name: {"filters": [f"debug-only:{name}"],
+                   **({} if prefix else {"level": "DEBUG" if show else "WARNING"})}
+            for name, prefix in DEBUG_ONLY.items()
         },
         "root": {"level": level.upper() if isinstance(level, str) else level, "handlers": ["console"]},
     }
