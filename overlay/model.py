@@ -35,6 +35,9 @@ class JobSpec:
     priority: int = 0
     timeout_s: int | None = None
     max_retries: int = 0
+    # Who runs it: fair share and quotas count by these (overlay.fairshare, overlay.quota).
+    account: str = "default"
+    user: str = "default"
 
 
 @dataclass(frozen=True, kw_only=True)

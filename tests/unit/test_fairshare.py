@@ -1,0 +1,185 @@
+"""Fair share: decayed usage, the fair-share factor and the multifactor priority (pure)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from overlay.fairshare import (
+    HALF_LIFE_S,
+    Usage,
+    UsageRecord,
+    Weights,
+    advance,
+    decayed_gpu_seconds,
+    fairshare_factor,
+    fold_usage,
+    job_priority,
+    multifactor_order,
+)
+from overlay.model import JobSpec
+from overlay.queueing import QueuedJob
+
+T0 = datetime(2026, 1, 1)
+DAY = timedelta(days=1)
+HOUR = 3600.0
+
+
+def record(account: str = "vision", user: str = "alice", *, gpus: int = 1, start: float = 0.0,
+           end: float | None = 3600.0) -> UsageRecord:
+    return UsageRecord(account=account, user=user, gpus=gpus, start=T0 + timedelta(seconds=start),
+                       end=None if end is None else T0 + timedelta(seconds=end))
+
+
+def usage(**accounts: float) -> Usage:
+    return Usage(at=T0, accounts=accounts, users={(a, "alice"): v for a, v in accounts.items()})
+
+
+def queued(job_id: str, *, account: str = "default", user: str = "default", priority: int = 0,
+           at: datetime = T0) -> QueuedJob:
+    return QueuedJob(spec=JobSpec(job_id=job_id, cmd=("true",), gpus=1, priority=priority,
+                                  account=account, user=user), enqueued_at=at)
+
+
+# -- usage ---------------------------------------------------------------------------------------
+
+def test_usage_halves_after_one_half_life():
+    # Given an hour of two GPUs, finished
+    records = [record(gpus=2)]
+    end = T0 + timedelta(hours=1)
+    # When it is folded at its end and again one half-life later
+    fresh = fold_usage(records, now=end, half_life_s=HALF_LIFE_S)
+    later = fold_usage(records, now=end + timedelta(seconds=HALF_LIFE_S), half_life_s=HALF_LIFE_S)
+    # Then the later usage is half, for the account and the user
+    assert later.accounts["vision"] == pytest.approx(fresh.accounts["vision"] / 2)
+    assert later.users["vision", "alice"] == pytest.approx(fresh.users["vision", "alice"] / 2)
+
+
+def test_fresh_usage_is_nearly_the_plain_gpu_seconds_and_never_more():
+    used = decayed_gpu_seconds(4, since_s=HOUR, until_s=0.0, half_life_s=HALF_LIFE_S)
+    assert used == pytest.approx(4 * HOUR, rel=0.005)  # an hour of a week decays ~0.2%
+    assert used < 4 * HOUR
+
+
+def test_without_decay_usage_is_gpus_times_seconds():
+    assert decayed_gpu_seconds(3, since_s=100.0, until_s=40.0, half_life_s=math.inf) == 180.0
+
+
+def test_a_running_record_counts_up_to_now_and_nothing_after_now_counts():
+    now = T0 + timedelta(seconds=1800)
+    running = fold_usage([record(end=None)], now=now, half_life_s=math.inf)
+    clipped = fold_usage([record(end=7200.0), record(start=5000.0, end=6000.0)], now=now,
+                         half_life_s=math.inf)
+    assert running.accounts["vision"] == clipped.accounts["vision"] == 1800.0
+
+
+@given(st.lists(st.tuples(st.integers(1, 8), st.floats(0, 1e6), st.floats(0, 1e6)), max_size=8),
+       st.floats(60.0, 1e7))
+def test_advancing_usage_event_by_event_equals_folding_the_records_at_once(spans, half_life):
+    # Given jobs of one user, each held from a to b; the scheduler advances usage at each
+    # start and end, with the GPUs held in between
+    spans = [(g, min(a, b), max(a, b)) for g, a, b in spans]
+    moments = sorted({0.0, 2e6, *(a for _, a, _ in spans), *(b for _, _, b in spans)})
+    tally = Usage(at=T0)
+    for before, after in itertools.pairwise(moments):
+        held = sum(g for g, a, b in spans if a <= before and b >= after)
+        tally = advance(tally, now=T0 + timedelta(seconds=after),
+                        running={("vision", "alice"): held} if held else {}, half_life_s=half_life)
+    # Then it matches the closed form of the whole records
+    folded = fold_usage([record(gpus=g, start=a, end=b) for g, a, b in spans],
+                        now=T0 + timedelta(seconds=2e6), half_life_s=half_life)
+    assert tally.total == pytest.approx(folded.total, rel=1e-6, abs=1e-6)
+
+
+def test_usage_cannot_be_advanced_into_the_past():
+    with pytest.raises(ValueError, match="back in time"):
+        advance(Usage(at=T0), now=T0 - DAY, running={})
+
+
+def test_a_half_life_must_be_positive():
+    with pytest.raises(ValueError, match="half-life"):
+        fold_usage([record()], now=T0 + DAY, half_life_s=0)
+
+
+# -- the factor ------------------------------------------------------------------------------------
+
+def test_usage_equal_to_share_gives_a_factor_of_one_half():
+    # 60/40 shares, used 60/40
+    book = usage(vision=600.0, nlp=400.0)
+    shares = {"vision": 60, "nlp": 40}
+    assert fairshare_factor(book, shares, account="vision", user="alice") == pytest.approx(0.5)
+    assert fairshare_factor(book, shares, account="nlp", user="alice") == pytest.approx(0.5)
+
+
+def test_more_usage_gives_a_lower_factor():
+    shares = {"vision": 1, "nlp": 1}
+    factors = [fairshare_factor(usage(vision=used, nlp=100.0), shares, account="vision", user="alice")
+               for used in (0.0, 50.0, 100.0, 200.0, 800.0)]
+    assert factors[0] == 1.0
+    assert factors == sorted(factors, reverse=True) and len(set(factors)) == len(factors)
+
+
+def test_an_account_without_a_share_drops_to_zero_once_it_uses_anything():
+    book = usage(vision=100.0, rogue=1.0)
+    assert fairshare_factor(book, {"vision": 1}, account="rogue", user="alice") == 0.0
+    assert fairshare_factor(usage(vision=100.0), {"vision": 1}, account="rogue", user="alice") == 1.0
+
+
+def test_with_no_shares_configured_accounts_count_as_equal():
+    book = usage(vision=300.0, nlp=100.0)
+    assert fairshare_factor(book, {}, account="vision", user="alice") == pytest.approx(2 ** -1.5)
+    assert fairshare_factor(book, {}, account="nlp", user="alice") == pytest.approx(2 ** -0.5)
+
+
+def test_a_user_who_used_their_part_of_the_account_gets_the_account_factor_and_a_heavier_user_less():
+    # Given an account at its share, used 3:1 by two users
+    book = Usage(at=T0, accounts={"vision": 400.0, "nlp": 400.0},
+                 users={("vision", "alice"): 300.0, ("vision", "bob"): 100.0, ("nlp", "carol"): 400.0})
+    shares = {"vision": 1, "nlp": 1}
+    account = fairshare_factor(book, shares, account="nlp", user="carol")
+    heavy = fairshare_factor(book, shares, account="vision", user="alice")
+    light = fairshare_factor(book, shares, account="vision", user="bob")
+    # Then carol (the only user of nlp) has her account's 0.5; alice less, bob more
+    assert account == pytest.approx(0.5)
+    assert heavy < account < light
+
+
+# -- the priority ------------------------------------------------------------------------------------
+
+def test_a_priority_is_the_sum_of_its_weighted_parts():
+    weights = Weights(priority=10, age=100, fairshare=1000, max_age_s=DAY.total_seconds())
+    spec = JobSpec(job_id="j", cmd=("true",), priority=3, account="vision", user="alice")
+    p = job_priority(spec, T0, now=T0 + DAY / 2, usage=usage(vision=1.0, nlp=1.0),
+                     shares={"vision": 1, "nlp": 1}, weights=weights)
+    assert (p.priority, p.age, p.age_factor) == (30, 50, 0.5)
+    assert p.fairshare_factor == pytest.approx(0.5) and p.fairshare == pytest.approx(500)
+    assert p.value == pytest.approx(580)
+
+
+def test_age_counts_up_to_the_maximum_age_and_no_further():
+    spec = JobSpec(job_id="j", cmd=("true",))
+    weights = Weights(max_age_s=DAY.total_seconds())
+    older = [job_priority(spec, T0, now=T0 + k * DAY / 2, usage=Usage(at=T0), shares={}, weights=weights)
+             for k in range(4)]
+    assert [p.age_factor for p in older] == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_the_order_puts_the_account_furthest_below_its_share_first_then_priority_then_age():
+    # Given vision over its share, nlp under it
+    order = multifactor_order(now=T0 + DAY, usage=usage(vision=900.0, nlp=100.0),
+                              shares={"vision": 1, "nlp": 1})
+    jobs = [queued("v-old", account="vision", at=T0), queued("n-new", account="nlp", at=T0 + DAY),
+            queued("n-old", account="nlp", at=T0), queued("v-urgent", account="vision", priority=100)]
+    # Then nlp's jobs go first (older first), and a large enough own priority beats fair share
+    assert [j.spec.job_id for j in order(jobs)] == ["v-urgent", "n-old", "n-new", "v-old"]
+
+
+def test_with_equal_factors_the_order_is_todays_priority_then_age():
+    order = multifactor_order(now=T0, usage=Usage(at=T0), shares={}, weights=Weights(age=0))
+    jobs = [queued("b", at=T0 - DAY), queued("a", at=T0), queued("c", priority=1, at=T0)]
+    assert [j.spec.job_id for j in order(jobs)] == ["c", "b", "a"]
