@@ -11,8 +11,8 @@ from flask_smorest import Blueprint
 from overlay.logfmt import job_fields
 from overlay.states import JobState
 from overlay.store import jobs as store
+from web.deps import deps
 from web.schemas import JobSchema, StateChangeSchema
-from web.services import services
 from web.views import job_view
 
 blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Admin")
@@ -20,13 +20,13 @@ log = logging.getLogger(__name__)
 
 
 @blp.route("/jobs/<job_id>/state")
-class JobState_(MethodView):
+class AdminJobStateChange(MethodView):
     @blp.arguments(StateChangeSchema)
     @blp.response(200, JobSchema)
     @blp.alt_response(409, description="the state machine forbids this transition")
     def post(self, body: dict[str, Any], job_id: str) -> dict[str, Any]:
         """Move a job to another state, checked by the state machine (admin)."""
-        svc = services()
+        svc = deps()
         target = JobState(body["state"])
         with svc.transaction() as s:
             job = store.transition(

@@ -12,15 +12,15 @@ from overlay import __version__
 from overlay.config import Settings
 from overlay.store.session import make_engine, make_sessionmaker
 from web import admin, auth, dashboard, errors, health, jobs, metrics, nodes, policies
+from web.deps import ApiDeps
 from web.dispatch import Dispatcher
-from web.services import Services
 from web.waiter import JobWaiter
 
 log = logging.getLogger(__name__)
 
 
-def create_app(config: Settings | None = None, *, services: Services | None = None) -> Flask:
-    """Build the API. ``config`` defaults to the environment; ``services`` to real ones."""
+def create_app(config: Settings | None = None, *, deps: ApiDeps | None = None) -> Flask:
+    """Build the API. ``config`` defaults to the environment; ``deps`` to real ones."""
     settings = config or Settings.from_env(os.environ)
     app = Flask(__name__)
     app.config.update(
@@ -33,7 +33,7 @@ def create_app(config: Settings | None = None, *, services: Services | None = No
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
     )
-    app.extensions["overlay"] = services or Services(
+    app.extensions["overlay"] = deps or ApiDeps(
         settings=settings,
         sessions=make_sessionmaker(make_engine(settings.database_url)),
         dispatcher=Dispatcher(settings.broker_url),

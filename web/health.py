@@ -9,8 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
+from web.deps import deps
 from web.schemas import HealthSchema, ReadySchema
-from web.services import services
 
 blp = Blueprint("health", __name__, description="Probes")
 
@@ -29,7 +29,7 @@ class Ready(MethodView):
     @blp.alt_response(503, schema=ReadySchema, description="a store did not answer; it says which")
     def get(self) -> tuple[dict[str, Any], int]:
         """200 when Postgres and Redis both answer, else 503 naming the one that does not."""
-        svc = services()
+        svc = deps()
         checks = {"postgres": check_postgres(), "redis": check_redis(svc.settings.redis_url)}
         ok = all(c["ok"] for c in checks.values())
         return checks, 200 if ok else 503
@@ -37,7 +37,7 @@ class Ready(MethodView):
 
 def check_postgres() -> dict[str, Any]:
     try:
-        with services().sessions() as s:
+        with deps().sessions() as s:
             s.execute(text("select 1"))
         return {"ok": True}
     except Exception as e:

@@ -17,6 +17,7 @@ from overlay.logfmt import job_fields
 from overlay.model import Job, JobSpec
 from overlay.states import JobState
 from overlay.store import jobs as store
+from web.deps import deps
 from web.schemas import (
     JobListQuerySchema,
     JobListSchema,
@@ -25,7 +26,6 @@ from web.schemas import (
     JobSubmitSchema,
     JobWaitQuerySchema,
 )
-from web.services import services
 from web.views import job_view
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Jobs")
@@ -48,7 +48,7 @@ class Jobs(MethodView):
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """List jobs, newest first, optionally only those in one state."""
         state = JobState(query["state"]) if "state" in query else None
-        with services().transaction() as s:
+        with deps().transaction() as s:
             jobs, total = store.list_jobs(s, state=state, limit=query["limit"], offset=query["offset"])
         return {"jobs": [job_view(j) for j in jobs], "total": total,
                 "limit": query["limit"], "offset": query["offset"]}
@@ -63,7 +63,7 @@ class Jobs(MethodView):
             cmd=tuple(body.pop("cmd")),
             **body,
         )
-        svc = services()
+        svc = deps()
         with svc.transaction() as s:
             job = store.insert_job(s, spec, now=svc.clock())
         log.info("job %s submitted: %d GPU(s)", job.job_id, spec.gpus,
@@ -81,7 +81,7 @@ class JobById(MethodView):
 
         With ``?wait=S`` the answer is held until the job has ended or S seconds pass.
         """
-        svc = services()
+        svc = deps()
         if not query.get("wait"):
             return job_view(read_job(job_id))
         deadline = time.monotonic() + query["wait"]
@@ -98,7 +98,7 @@ class JobById(MethodView):
 
 
 def read_job(job_id: str) -> Job:
-    with services().transaction() as s:
+    with deps().transaction() as s:
         return store.read_job(s, job_id)
 
 
@@ -114,7 +114,7 @@ class JobLogs(MethodView):
                                  "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def get(self, query: dict[str, int], job_id: str) -> Response:
         """The job's combined stdout and stderr (with ``?offset=N``, the bytes from N on)."""
-        svc = services()
+        svc = deps()
         with svc.transaction() as s:
             row = store.get_job(s, job_id)
             tail = row.log_tail
@@ -140,7 +140,7 @@ class JobCancel(MethodView):
     @blp.alt_response(409, description="the job has already ended")
     def post(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; a running one's process group is killed by its agent."""
-        svc = services()
+        svc = deps()
         with svc.transaction() as s:
             job = store.cancel(s, job_id, now=svc.clock())
         log.info("job %s cancelled by user", job_id,

@@ -28,7 +28,7 @@ from overlay.states import JobState
 from overlay.store import nodes as node_store
 from overlay.store import stats
 from overlay.store.tables import JobRow
-from web.services import Services, services
+from web.deps import ApiDeps, deps
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
 
@@ -40,7 +40,7 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 
 class ControlPlaneCollector:
     """Jobs, queue, nodes and GPUs as Prometheus families, from one read-only transaction."""
 
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, svc: ApiDeps) -> None:
         self.svc = svc
 
     def collect(self) -> Iterator[Metric]:
@@ -118,7 +118,7 @@ def _le(bound: float) -> str:
     return str(float(bound))
 
 
-def render(svc: Services) -> bytes:
+def render(svc: ApiDeps) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ControlPlaneCollector(svc))  # type: ignore[arg-type]
     return generate_latest(registry)
@@ -132,4 +132,4 @@ class Metrics(MethodView):
     @blp.alt_response(503, description="Postgres did not answer")
     def get(self) -> Response:
         """Jobs by state, queue depth, submit and placement counters, latency histograms, nodes, GPUs."""
-        return Response(render(services()), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+        return Response(render(deps()), mimetype=None, content_type=CONTENT_TYPE_LATEST)

@@ -8,15 +8,15 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from overlay.store import nodes as store
+from web.deps import deps
 from web.schemas import NodeListQuerySchema, NodeListSchema
-from web.services import services
 from web.views import node_view
 
 blp = Blueprint("nodes", __name__, url_prefix="/api/nodes", description="Nodes and GPUs")
 
 
 def list_view(include_offline: bool) -> dict[str, Any]:
-    svc = services()
+    svc = deps()
     now = svc.clock()
     with svc.transaction() as s:
         infos = store.node_infos(
@@ -35,7 +35,7 @@ class Nodes(MethodView):
 
 
 def set_draining(name: str, draining: bool) -> dict[str, Any]:
-    svc = services()
+    svc = deps()
     with svc.transaction() as s:
         store.set_draining(s, name, draining)
     if not draining:

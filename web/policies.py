@@ -9,8 +9,8 @@ from flask_smorest import Blueprint
 
 from overlay.policies import DESCRIPTIONS, SUPPORTED, get_policy
 from overlay.store import cluster
+from web.deps import deps
 from web.schemas import PoliciesSchema, PolicyChangeSchema
-from web.services import services
 
 blp = Blueprint("policies", __name__, url_prefix="/api/policies", description="Placement policies")
 
@@ -24,7 +24,7 @@ class Policies(MethodView):
     @blp.response(200, PoliciesSchema)
     def get(self) -> dict[str, Any]:
         """The active placement policy and the supported ones."""
-        svc = services()
+        svc = deps()
         with svc.transaction() as s:
             return policies_view(cluster.active_policy(s, default=svc.settings.scheduler_policy))
 
@@ -36,7 +36,7 @@ class ActivePolicy(MethodView):
     def put(self, body: dict[str, str]) -> dict[str, Any]:
         """Switch the placement policy (admin); the next scheduling pass uses it."""
         get_policy(body["policy"])  # raises UnknownPolicy, a 422
-        svc = services()
+        svc = deps()
         with svc.transaction() as s:
             cluster.set_active_policy(s, body["policy"])
         svc.dispatcher.schedule()

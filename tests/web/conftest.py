@@ -10,17 +10,17 @@ from sqlalchemy import func, select
 from overlay.config import Settings
 from overlay.store.tables import JobEventRow, JobRow
 from web.app import create_app
+from web.deps import ApiDeps
 from web.dispatch import Dispatcher
-from web.services import Services
 from web.waiter import JobWaiter
 
 
 @pytest.fixture
 def app(settings: Settings, sessions) -> Iterator[Flask]:
-    services = Services(settings=settings, sessions=sessions, dispatcher=Dispatcher(settings.redis_url),
+    deps = ApiDeps(settings=settings, sessions=sessions, dispatcher=Dispatcher(settings.redis_url),
                         waiter=JobWaiter(settings.database_url))
-    yield create_app(settings, services=services)
-    services.waiter.close()
+    yield create_app(settings, deps=deps)
+    deps.waiter.close()
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 
 from web.app import create_app
 from web.auth import Role, bearer_token, open_warning, required_role, warn_if_open
+from web.deps import ApiDeps
 from web.dispatch import Dispatcher
-from web.services import Services
 from web.waiter import JobWaiter
 
 USER, ADMIN = "user-token-1f2e", "admin-token-9c8b"
@@ -24,9 +24,9 @@ def make_client(settings, sessions):
         configured = replace(settings, **tokens)
         waiter = JobWaiter(configured.database_url)
         waiters.append(waiter)
-        services = Services(settings=configured, sessions=sessions,
+        deps = ApiDeps(settings=configured, sessions=sessions,
                             dispatcher=Dispatcher(configured.redis_url), waiter=waiter)
-        return create_app(configured, services=services).test_client()
+        return create_app(configured, deps=deps).test_client()
 
     yield make
     for waiter in waiters:

@@ -16,8 +16,8 @@ from overlay.states import JobState
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from web.app import create_app
+from web.deps import ApiDeps
 from web.dispatch import Dispatcher
-from web.services import Services
 from web.waiter import JobWaiter
 from workers.gpu_metrics import render_metrics
 
@@ -120,7 +120,7 @@ def test_nodes_by_state_and_gpus_allocated_and_free(client, fleet):
 
 def test_every_api_worker_reports_the_same_numbers(client, fleet, settings, sessions):
     # Given a second app, as gunicorn's second worker (or the first after a restart) would be
-    other = create_app(settings, services=Services(
+    other = create_app(settings, deps=ApiDeps(
         settings=settings, sessions=sessions, dispatcher=Dispatcher(settings.redis_url),
         waiter=JobWaiter(settings.database_url)))
     # Then its counters are the same: nothing is counted in process memory

@@ -9,8 +9,8 @@ from sqlalchemy import text
 
 from overlay.config import Settings
 from web.app import create_app
+from web.deps import ApiDeps
 from web.dispatch import Dispatcher
-from web.services import Services
 from web.waiter import JobWaiter
 from workers.coalesce import FLAG, TTL_S, PassRequests
 
@@ -93,9 +93,9 @@ def test_env_values_never_come_back(client):
 def test_a_down_broker_still_stores_the_job_and_returns_201(settings: Settings, sessions):
     # Given an API whose broker does not answer
     dead = Dispatcher("redis://127.0.0.1:1/0")
-    services = Services(settings=settings, sessions=sessions, dispatcher=dead,
+    deps = ApiDeps(settings=settings, sessions=sessions, dispatcher=dead,
                         waiter=JobWaiter(settings.database_url))
-    app = create_app(settings, services=services)
+    app = create_app(settings, deps=deps)
     # When a job is submitted
     response = app.test_client().post("/api/jobs", json=SMOKE)
     # Then it is stored anyway, for reconcile to dispatch

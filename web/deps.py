@@ -1,4 +1,4 @@
-"""What the API's views depend on, built once per app and passed in through the app."""
+"""What the API's views depend on (settings, sessions, dispatcher, waiter, clock), built once per app."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def utcnow() -> datetime:
 
 
 @dataclass
-class Services:
+class ApiDeps:
+    """The app's outside world, passed in so tests can hand it fakes or a fixed clock."""
+
     settings: Settings
     sessions: sessionmaker[Session]
     dispatcher: Dispatcher
@@ -39,5 +41,5 @@ class Services:
             raise StorageUnavailable(f"Postgres did not answer: {e.orig}") from e
 
 
-def services() -> Services:
+def deps() -> ApiDeps:
     return current_app.extensions["overlay"]  # type: ignore[no-any-return]
