@@ -7,8 +7,8 @@ from typing import Any
 import redis
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import text
 
+from overlay.store.session import ping
 from web.deps import deps
 from web.schemas import HealthSchema, ReadySchema
 
@@ -38,7 +38,7 @@ class Ready(MethodView):
 def check_postgres() -> dict[str, Any]:
     try:
         with deps().sessions() as s:
-            s.execute(text("select 1"))
+            ping(s)
         return {"ok": True}
     except Exception as e:
         return {"ok": False, "error": str(getattr(e, "orig", e)).strip()}

@@ -116,8 +116,7 @@ class JobLogs(MethodView):
         """The job's combined stdout and stderr (with ``?offset=N``, the bytes from N on)."""
         svc = deps()
         with svc.transaction() as s:
-            row = store.get_job(s, job_id)
-            tail = row.log_tail
+            tail = store.log_tail(s, job_id)
         path = log_path(svc.settings.log_dir, job_id)
         if "offset" in query:
             return Response(read_from(path, tail, query["offset"]), mimetype="text/plain")

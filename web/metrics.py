@@ -27,7 +27,6 @@ from overlay.model import NodeInfo, NodeState
 from overlay.states import JobState
 from overlay.store import nodes as node_store
 from overlay.store import stats
-from overlay.store.tables import JobRow
 from web.deps import ApiDeps, deps
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
@@ -82,11 +81,11 @@ class ControlPlaneCollector:
         yield histogram(
             "overlay_placement_latency_seconds",
             "Time from submit to placement (the latest attempt's), over every placed job.",
-            stats.duration_histogram(s, JobRow.enqueued_at, JobRow.placed_at, DURATION_BUCKETS))
+            stats.placement_latency(s, DURATION_BUCKETS))
         yield histogram(
             "overlay_queue_wait_seconds",
             "Time from submit until the job started running, over every started job.",
-            stats.duration_histogram(s, JobRow.enqueued_at, JobRow.started_at, DURATION_BUCKETS))
+            stats.queue_wait(s, DURATION_BUCKETS))
 
 
 def node_families(infos: list[NodeInfo]) -> Iterator[Metric]:

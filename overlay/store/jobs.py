@@ -391,3 +391,11 @@ def _event(
         )
     )
     session.execute(select(func.pg_notify(NOTIFY_CHANNEL, f"{job_id} {to_state.value}")))
+
+
+def log_tail(session: Session, job_id: str) -> str:
+    """The end of the job's output as its agent last stored it ("" before any); raise JobNotFound."""
+    tail = session.execute(select(JobRow.log_tail).where(JobRow.job_id == job_id)).one_or_none()
+    if tail is None:
+        raise JobNotFound(job_id)
+    return tail[0] or ""

@@ -1,4 +1,4 @@
-"""Engines and sessions, creating the database when missing, and running migrations."""
+"""Engines and sessions, a liveness ping, creating the database when missing, and running migrations."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=pool_size * 2,
         connect_args={"connect_timeout": 3},
     )
+
+
+def ping(session: Session) -> None:
+    """Ask Postgres for one trivial answer; raises SQLAlchemy's error if it cannot give it."""
+    session.execute(text("select 1"))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

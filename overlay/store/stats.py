@@ -49,7 +49,17 @@ def submitted(session: Session) -> int:
     return int(session.scalar(stmt) or 0)
 
 
-def duration_histogram(
+def placement_latency(session: Session, bounds: Sequence[float]) -> Histogram:
+    """Seconds from submit to the latest placement, over every job placed at least once."""
+    return _duration_histogram(session, JobRow.enqueued_at, JobRow.placed_at, bounds)
+
+
+def queue_wait(session: Session, bounds: Sequence[float]) -> Histogram:
+    """Seconds from submit until the job started running, over every job that started."""
+    return _duration_histogram(session, JobRow.enqueued_at, JobRow.started_at, bounds)
+
+
+def _duration_histogram(
     session: Session,
     start: InstrumentedAttribute[datetime],
     end: InstrumentedAttribute[datetime | None],

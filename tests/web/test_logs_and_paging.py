@@ -40,6 +40,11 @@ def test_logs_without_a_file_read_the_stored_tail(client):
     assert client.get("/api/jobs/j/logs").text == ""
 
 
+def test_the_logs_of_a_job_that_does_not_exist_are_a_404_naming_it(client):
+    answer = client.get("/api/jobs/nope/logs")
+    assert answer.status_code == 404 and "'nope'" in answer.json["message"]
+
+
 def test_a_negative_or_non_numeric_offset_is_422(client):
     client.post("/api/jobs", json={"job_id": "j", "cmd": ["true"]})
     for bad in ("-1", "x"):
