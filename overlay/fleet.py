@@ -190,6 +190,15 @@ class Fleet:
         return (not isinstance(found, NoFit) and node not in found.full
                 and found.count.get(node, -1) >= job.gpus)
 
+    def usable(self, job: JobSpec) -> dict[str, frozenset[int]]:
+        """The online nodes ``job``'s constraints admit, each with the indices of its GPUs
+        that meet ``job``, free or held (empty for a CPU-only job); {} when none could."""
+        found = self._resolve(job)
+        if isinstance(found, NoFit):
+            return {}
+        return {name: frozenset(i for i, c in self._nodes[name].gpu_class.items() if c in found.classes)
+                for name in found.count}
+
     def fitting_gpus(self, node: str, job: JobSpec) -> tuple[int, ...]:
         """The lowest free indices on ``node`` that meet ``job``, at most ``job.gpus`` of them.
 
@@ -202,8 +211,9 @@ class Fleet:
         fits = sorted(i for i in n.free if n.gpu_class[i] in found.classes)
         return tuple(fits[: job.gpus])
 
-    def allocate(self, node: str, gpus: Iterable[int]) -> None:
-        """Start one job on ``node`` holding ``gpus``: they are held, and one job slot.
+    def allocate(self, node: str, gpus: Iterable[int], *, job: bool = True) -> None:
+        """Start one job on ``node`` holding ``gpus``: they are held, and one job slot
+        (none with ``job=False``: GPUs set aside, as a backfill reservation does).
 
         Raises NodeNotFound, ValueError for an index the node does not have, GpuTaken
         when one is already held (and then holds none).
@@ -213,10 +223,12 @@ class Fleet:
             raise GpuTaken(node=node, gpus=tuple(sorted(wanted - n.free)))
         n.free -= wanted
         self._shift(n, wanted, -1)
-        self._count_job(n, +1)
+        if job:
+            self._count_job(n, +1)
 
-    def release(self, node: str, gpus: Iterable[int]) -> None:
-        """End one job on ``node``: free ``gpus`` (freeing a free GPU does nothing) and its slot.
+    def release(self, node: str, gpus: Iterable[int], *, job: bool = True) -> None:
+        """End one job on ``node``: free ``gpus`` (freeing a free GPU does nothing) and its
+        slot (none with ``job=False``: undoes ``allocate(..., job=False)``).
 
         Raises NodeNotFound, ValueError for an index the node does not have.
         """
@@ -224,7 +236,8 @@ class Fleet:
         freed = wanted - n.free
         n.free |= freed
         self._shift(n, freed, +1)
-        self._count_job(n, -1)
+        if job:
+            self._count_job(n, -1)
 
     def explain(self, job: JobSpec) -> NoFit:
         """Why ``job`` fits nowhere now, in words a person can act on (call it on a no-fit)."""

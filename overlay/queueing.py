@@ -11,6 +11,7 @@ from overlay.fleet import Fleet, Shape, shape_of
 from overlay.model import JobSpec, NoFit, Placement
 from overlay.placement import place
 from overlay.policies import Policy
+from overlay.reservation import Backfill, Reservation, Running
 
 
 class Queued(Protocol):
@@ -37,6 +38,7 @@ class Decision:
 
     job_id: str
     outcome: Placement | NoFit
+    reservation: Reservation | None = None  # the job waits, and will start by then
 
 
 Q = TypeVar("Q", bound=Queued)
@@ -55,29 +57,55 @@ def queue_order(jobs: Iterable[Q]) -> list[Q]:
 
 
 def plan_pass(
-    jobs: Iterable[Queued], fleet: Fleet, *, policy: Policy, memo: bool = True
+    jobs: Iterable[Queued], fleet: Fleet, *, policy: Policy, memo: bool = True,
+    running: Iterable[Running] | None = None, now: datetime | None = None,
 ) -> list[Decision]:
     """Decide each job in queue order, allocating each placement in ``fleet`` as it goes.
 
     A job that does not fit waits without holding back smaller jobs behind it (backfill).
+    Given ``running`` (the jobs holding GPUs, with their latest ends) and ``now``, the first
+    job that does not fit but could some day gets a reservation (``overlay.reservation``):
+    a later job goes ahead of it only if it ends by the reserved start or keeps off the
+    reserved GPUs, and the reserved job's reason names the node and start. Without
+    ``running``, no reservation: any later job that fits goes ahead.
     With ``memo``, a job whose shape already failed in this pass, against capacity that has
     not changed since, gets that NoFit again without asking the policy: the result is the
     same for a deterministic policy, and the tail of a long queue against a full fleet is
-    cheap. Raises what ``place`` raises.
+    cheap. Raises what ``place`` raises, and ValueError for ``running`` without ``now``.
     """
+    if running is not None and now is None:
+        raise ValueError("backfill reservations need now")
+    backfill = None if running is None or now is None else Backfill(fleet, running, now=now)
     failed: dict[tuple[int, Shape], tuple[int, NoFit]] = {}
     decisions: list[Decision] = []
-    for job in queue_order(jobs):
-        spec = job.spec
-        key = (spec.gpus, shape_of(spec))
-        seen = failed.get(key) if memo else None
-        if seen is not None and seen[0] == fleet.stamp(key[1]):
-            decisions.append(Decision(job_id=spec.job_id, outcome=seen[1]))
-            continue
+    try:
+        for job in queue_order(jobs):
+            decisions.append(_decide(job.spec, fleet, policy, failed if memo else None, backfill))
+    finally:
+        if backfill is not None:
+            backfill.close()
+    return decisions
+
+
+def _decide(spec: JobSpec, fleet: Fleet, policy: Policy,
+            failed: dict[tuple[int, Shape], tuple[int, NoFit]] | None, backfill: Backfill | None) -> Decision:
+    if backfill is not None:
+        backfill.before(spec)
+    key = (spec.gpus, shape_of(spec))
+    seen = failed.get(key) if failed is not None else None
+    if seen is not None and seen[0] == fleet.stamp(key[1]):
+        nofit = seen[1]
+    else:
         outcome = place(spec, fleet, policy=policy)
         if isinstance(outcome, Placement):
             fleet.allocate(outcome.node, outcome.gpus)
-        elif memo:
-            failed[key] = (fleet.stamp(key[1]), outcome)
-        decisions.append(Decision(job_id=spec.job_id, outcome=outcome))
-    return decisions
+            if backfill is not None:
+                backfill.placed(spec, outcome)
+            return Decision(job_id=spec.job_id, outcome=outcome)
+        nofit = outcome
+        if failed is not None:
+            failed[key] = (fleet.stamp(key[1]), nofit)
+    if backfill is None:
+        return Decision(job_id=spec.job_id, outcome=nofit)
+    reason, reservation = backfill.blocked(spec, nofit)
+    return Decision(job_id=spec.job_id, outcome=reason, reservation=reservation)
