@@ -21,6 +21,7 @@ from overlay.retry import decide_retry
 from overlay.store import cluster
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
+from overlay.store.running import running_jobs
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: d
         dispatches: list[Dispatch] = []
         placed: list[Job] = []
         waiting: dict[str, str] = {}
-        for decision in plan_pass(queued, fleet, policy=policy):
+        for decision in plan_pass(queued, fleet, policy=policy, running=running_jobs(s, now=now), now=now):
             if not isinstance(decision.outcome, Placement):
                 waiting[decision.job_id] = decision.outcome.reason
                 continue

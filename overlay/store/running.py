@@ -1,0 +1,24 @@
+"""The jobs that hold GPUs now, as backfill sees them: node, GPU indices and latest end."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from overlay.reservation import Running, ends_at
+from overlay.states import JobState
+from overlay.store.tables import JobRow
+
+HOLDING = (JobState.PLACED.value, JobState.RUNNING.value)
+
+
+def running_jobs(session: Session, *, now: datetime) -> list[Running]:
+    """Every PLACED or RUNNING job with its node, GPUs and latest end: start + ``timeout_s``,
+    from ``now`` for a job not started yet (its timeout starts with it), None without one."""
+    rows = session.execute(
+        select(JobRow.node, JobRow.gpu_indices, JobRow.started_at, JobRow.timeout_s)
+        .where(JobRow.state.in_(HOLDING), JobRow.node.is_not(None)))
+    return [Running(node=node, gpus=tuple(gpus), ends_at=ends_at(started or now, timeout_s))
+            for node, gpus, started, timeout_s in rows]
