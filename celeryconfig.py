@@ -3,6 +3,15 @@
 from kombu import Exchange, Queue
 from kombu.common import Broadcast
 
+from workers.queues import (
+    HEARTBEAT_EXCHANGE,
+    HEARTBEAT_QUEUE,
+    HEARTBEAT_TASK,
+    RECONCILE_TASK,
+    SCHEDULE_TASK,
+    SCHEDULER_QUEUE,
+)
+
 # JSON only: messages carry ids, never pickled objects.
 task_serializer = "json"
 result_serializer = "json"
@@ -19,20 +28,19 @@ task_ignore_result = True
 worker_send_task_events = True
 task_send_sent_event = True
 
-task_default_queue = "jobs:queue"
+task_default_queue = SCHEDULER_QUEUE
 # Every agent gets each heartbeat request. A publisher must declare this fanout
 # exchange itself (Celery does not for Broadcast queues, and kombu's Redis transport
-# takes an undeclared exchange for "direct"): see HEARTBEAT_OPTIONS in workers/app.py.
-HEARTBEAT_EXCHANGE = Exchange("overlay.heartbeat", type="fanout")
+# takes an undeclared exchange for "direct"): see the beat schedule in workers/app.py.
 task_queues = (
-    Queue("jobs:queue", Exchange("jobs:queue"), routing_key="jobs:queue"),
-    Broadcast("overlay.heartbeat", exchange=HEARTBEAT_EXCHANGE),
+    Queue(SCHEDULER_QUEUE, Exchange(SCHEDULER_QUEUE), routing_key=SCHEDULER_QUEUE),
+    Broadcast(HEARTBEAT_QUEUE, exchange=HEARTBEAT_EXCHANGE),
 )
 task_routes = {
-    "overlay.schedule": {"queue": "jobs:queue"},
-    "overlay.reconcile": {"queue": "jobs:queue"},
+    SCHEDULE_TASK: {"queue": SCHEDULER_QUEUE},
+    RECONCILE_TASK: {"queue": SCHEDULER_QUEUE},
     # The queue alone: naming the exchange here would make Celery declare it "direct".
-    "overlay.heartbeat": {"queue": "overlay.heartbeat"},
+    HEARTBEAT_TASK: {"queue": HEARTBEAT_QUEUE},
 }
 task_create_missing_queues = True
 

@@ -24,8 +24,8 @@ from overlay.errors import GpuProbeError
 from overlay.gpus import open_probe
 from overlay.launch import job_env
 from overlay.model import JobSpec
-from workers.agent import node_labels
 from workers.gpu_metrics import render_metrics
+from workers.heartbeat import node_labels
 from workers.runner import run, tail
 
 CUDA_PROBE = (

@@ -65,15 +65,20 @@ class GpuProbeError(OverlayError):
 
 
 class StaleAttempt(OverlayError):
-    """A message or a late report speaks for an attempt that is no longer current."""
+    """This attempt is no longer yours: a message or a late report speaks for an attempt
+    the job has moved on from (retried, re-placed, started already, ended).
 
-    def __init__(self, *, job_id: str, attempt: int, current: int) -> None:
+    The one convention for it: store functions raise this, callers catch it and do nothing.
+    """
+
+    def __init__(self, *, job_id: str, attempt: int, current: int, now: str = "") -> None:
         super().__init__(
-            f"job {job_id!r} attempt {attempt} is stale (current attempt {current})",
+            f"job {job_id!r} attempt {attempt} is stale ({now or f'current attempt {current}'})",
             job_id=job_id,
             attempt=attempt,
             current=current,
         )
+        self.job_id, self.attempt, self.current = job_id, attempt, current
 
 
 class GpuTaken(OverlayError):

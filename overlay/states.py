@@ -37,6 +37,16 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+# Which of a job's timestamps (enqueued, placed, started, finished) entering a state sets.
+TIMESTAMP_OF: dict[JobState, str] = {
+    JobState.PLACED: "placed",
+    JobState.RUNNING: "started",
+    JobState.DONE: "finished",
+    JobState.FAILED: "finished",
+    JobState.CANCELLED: "finished",
+}
+
+
 def check_transition(job_id: str, current: JobState, target: JobState) -> None:
     """Return if ``current -> target`` is legal; raise InvalidTransition if not."""
     if target not in TRANSITIONS[current]:

@@ -6,7 +6,7 @@ import logging
 
 from celery import Celery
 
-from workers.coalesce import PassRequests
+from workers.queues import PassRequests, request_pass
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ class Dispatcher:
     def schedule(self) -> bool:
         """Ask the scheduler for a pass; False (and a warning) if the broker is down."""
         try:
-            if self.passes.want():  # else a pass that has not begun yet will see this commit
-                self.celery.send_task("overlay.schedule", queue="jobs:queue", retry=False)
+            request_pass(self.celery, self.passes, retry=False)
             return True
         except Exception as e:
             log.warning("could not reach the broker to schedule (%s); reconcile will", e)

@@ -4,43 +4,50 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from typing import Any
 
 from celery import Celery
 
-from celeryconfig import HEARTBEAT_EXCHANGE
 from overlay.config import Settings
+from workers import signals
 from workers.broker import survive_broker_restarts
+from workers.queues import HEARTBEAT_EXCHANGE, HEARTBEAT_TASK, RECONCILE_TASK
 from workers.runtime import Runtime
 
 
 class OverlayCelery(Celery):
-    """Celery with overlay's runtime (settings, database, GPU probe) built lazily per process."""
+    """Celery with overlay's settings (read once per process) and its runtime
+    (database, GPU probe), built lazily so that it is made after any fork."""
+
+    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = settings
 
     @cached_property
     def runtime(self) -> Runtime:
-        return Runtime(Settings.from_env(os.environ))
+        return Runtime(self.settings)
 
 
 def create_celery(settings: Settings) -> OverlayCelery:
     survive_broker_restarts()
-    celery = OverlayCelery("overlay", broker=settings.broker_url, include=["workers.tasks"])
+    celery = OverlayCelery("overlay", broker=settings.broker_url, include=["workers.tasks"],
+                           settings=settings)
     celery.config_from_object("celeryconfig")
     celery.conf.beat_schedule = {
         "heartbeat": {
-            "task": "overlay.heartbeat",
+            "task": HEARTBEAT_TASK,
             "schedule": settings.heartbeat_interval_s,
             # A heartbeat nobody took in time is worthless: the next one is coming.
             "options": {"expires": settings.heartbeat_interval_s, "declare": [HEARTBEAT_EXCHANGE]},
         },
         "reconcile": {
-            "task": "overlay.reconcile",
+            "task": RECONCILE_TASK,
             "schedule": settings.reconcile_interval_s,
             "options": {"expires": settings.reconcile_interval_s * 2},
         },
     }
+    signals.connect(celery)
     return celery
 
 
 app = create_celery(Settings.from_env(os.environ))
-
-import workers.signals  # noqa: E402,F401  (connects the agent's startup hooks)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from overlay.config import Settings
 from overlay.gpus import GpuProbe, open_probe
 from overlay.store.session import make_engine, make_sessionmaker
-from workers.coalesce import PassRequests
+from workers.queues import PassRequests
 
 
 @dataclass

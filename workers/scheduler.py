@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from overlay.config import Settings
@@ -25,8 +24,6 @@ from overlay.store.running import running_jobs
 
 log = logging.getLogger(__name__)
 
-# One scheduling pass at a time across every scheduler process (pg_advisory_xact_lock).
-SCHEDULER_LOCK = 0x6F766C79
 # A PLACED job whose run_job has not started it by then had its message lost.
 RESEND_AFTER_S = 10.0
 # A cancelled job's GPUs are freed by its agent; if the agent died meanwhile, by reconcile.
@@ -34,7 +31,7 @@ STRAY_GRACE_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class Dispatch:
+class RunJobMessage:
     """A run_job message to send once the transaction that placed the job has committed."""
 
     job_id: str
@@ -42,16 +39,18 @@ class Dispatch:
     node: str
 
 
-def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: datetime) -> list[Dispatch]:
+def schedule_pass(
+    sessions: sessionmaker[Session], settings: Settings, *, now: datetime
+) -> list[RunJobMessage]:
     """Place what fits of the queue, record why the rest waits; return what to dispatch."""
     with sessions.begin() as s:
-        s.execute(select(func.pg_advisory_xact_lock(SCHEDULER_LOCK)))
+        cluster.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
         queued = job_store.queued_jobs(s)
         if not queued:
             return []
         policy = get_policy(cluster.active_policy(s, default=settings.scheduler_policy))
         fleet = Fleet.from_snapshots(node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s))
-        dispatches: list[Dispatch] = []
+        messages: list[RunJobMessage] = []
         placed: list[Job] = []
         waiting: dict[str, str] = {}
         for decision in plan_pass(queued, fleet, policy=policy, running=running_jobs(s, now=now), now=now):
@@ -64,19 +63,21 @@ def schedule_pass(sessions: sessionmaker[Session], settings: Settings, *, now: d
                 waiting[decision.job_id] = f"{e.message}; will retry"
                 continue
             assert job.node is not None
-            dispatches.append(Dispatch(job_id=job.job_id, attempt=job.attempt, node=job.node))
+            messages.append(RunJobMessage(job_id=job.job_id, attempt=job.attempt, node=job.node))
             placed.append(job)
         was = {j.job_id: j.reason for j in queued}
         job_store.set_waiting_reasons(s, {j: r for j, r in waiting.items() if was.get(j) != r})
     for job in placed:  # committed now
         log.info("job %s placed on %s, GPUs %s", job.job_id, job.node, list(job.gpus), extra=job_fields(
             job.job_id, job.node, state=job.state.value, attempt=job.attempt, gpus=list(job.gpus)))
-    if dispatches:
-        log.info("placed %d job(s); %d waiting", len(dispatches), len(waiting))
-    return dispatches
+    if messages:
+        log.info("placed %d job(s); %d waiting", len(messages), len(waiting))
+    return messages
 
 
-def reconcile(sessions: sessionmaker[Session], settings: Settings, *, now: datetime) -> list[Dispatch]:
+def reconcile(
+    sessions: sessionmaker[Session], settings: Settings, *, now: datetime
+) -> list[RunJobMessage]:
     """Expire silent nodes, retry or fail their jobs, free stray GPUs, and return the
     PLACED jobs whose run_job message must be sent again."""
     with sessions.begin() as s:
@@ -95,4 +96,4 @@ def reconcile(sessions: sessionmaker[Session], settings: Settings, *, now: datet
                                  attempt=job.attempt)
         job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S))
         stale = job_store.stale_placements(s, placed_before=now - timedelta(seconds=RESEND_AFTER_S))
-    return [Dispatch(job_id=j.job_id, attempt=j.attempt, node=j.node or "") for j in stale]
+    return [RunJobMessage(job_id=j.job_id, attempt=j.attempt, node=j.node or "") for j in stale]

@@ -6,8 +6,17 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from workers import agent, scheduler
+from workers import execution, scheduler
+from workers import heartbeat as node_heartbeat
 from workers.app import app
+from workers.queues import (
+    HEARTBEAT_TASK,
+    RECONCILE_TASK,
+    RUN_JOB_TASK,
+    SCHEDULE_TASK,
+    assign_queue,
+)
+from workers.queues import request_pass as _request_pass
 
 log = logging.getLogger(__name__)
 
@@ -16,27 +25,26 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@app.task(name="overlay.schedule")
+@app.task(name=SCHEDULE_TASK)
 def schedule() -> int:
     """Place what fits of the queue and dispatch it to the nodes.
 
-    Requests are coalesced (workers/coalesce.py): the flag is cleared before the pass
+    Requests are coalesced (workers/queues.py): the flag is cleared before the pass
     reads the queue, so whatever was committed before a skipped request is seen.
     """
     rt = app.runtime
     rt.pass_requests.begin()
-    dispatches = scheduler.schedule_pass(rt.sessions, rt.settings, now=utcnow())
-    send_run_jobs(dispatches)
-    return len(dispatches)
+    messages = scheduler.schedule_pass(rt.sessions, rt.settings, now=utcnow())
+    send_run_jobs(messages)
+    return len(messages)
 
 
 def request_pass() -> None:
     """Ask for a scheduling pass (after a commit that may let a job fit)."""
-    if app.runtime.pass_requests.want():
-        schedule.delay()
+    _request_pass(app, app.runtime.pass_requests)
 
 
-@app.task(name="overlay.reconcile")
+@app.task(name=RECONCILE_TASK)
 def reconcile() -> int:
     """Beat's tick: expire silent nodes, retry their jobs, re-send lost messages, schedule."""
     rt = app.runtime
@@ -44,26 +52,26 @@ def reconcile() -> int:
     return schedule()
 
 
-@app.task(name="overlay.run_job")
+@app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str, attempt: int) -> str | None:
     """Run one attempt of a job on this agent's node (a stale message does nothing)."""
-    outcome = agent.execute(app.runtime, job_id, attempt, clock=utcnow)
+    outcome = execution.execute(app.runtime, job_id, attempt, clock=utcnow)
     if outcome is None:
         return "ignored: stale or repeated message"
-    if agent.jobs_waiting(app.runtime):  # its GPUs and slot are free: what waits may fit now
+    if execution.jobs_waiting(app.runtime):  # its GPUs and slot are free: what waits may fit now
         request_pass()
     return outcome.reason or "exit 0"
 
 
-@app.task(name="overlay.heartbeat")
+@app.task(name=HEARTBEAT_TASK)
 def heartbeat() -> None:
     """Beat's broadcast: every agent samples its GPUs and says it is alive."""
     rt = app.runtime
-    if rt.is_agent:
-        agent.heartbeat(rt, now=utcnow())
+    if rt.is_agent and node_heartbeat.beat(rt, now=utcnow()).requeued:
+        request_pass()
 
 
-def lost_messages(stale: list[scheduler.Dispatch]) -> list[scheduler.Dispatch]:
+def lost_messages(stale: list[scheduler.RunJobMessage]) -> list[scheduler.RunJobMessage]:
     """Of the PLACED jobs not started in time, those whose run_job was lost (Redis was
     wiped or restarted): their node's queue is empty, so no message is left to take.
 
@@ -74,20 +82,20 @@ def lost_messages(stale: list[scheduler.Dispatch]) -> list[scheduler.Dispatch]:
         return []
     with app.pool.acquire(block=True) as conn:
         client = conn.default_channel.client
-        waiting = {node: client.llen(f"assign:{node}") for node in {d.node for d in stale}}
-    lost = [d for d in stale if waiting[d.node] == 0]
+        waiting = {node: client.llen(assign_queue(node)) for node in {m.node for m in stale}}
+    lost = [m for m in stale if waiting[m.node] == 0]
     if lost:
         log.warning("re-sending run_job for %d job(s) whose message was lost: %s", len(lost),
-                    ", ".join(d.job_id for d in lost[:10]))
+                    ", ".join(m.job_id for m in lost[:10]))
     return lost
 
 
-def send_run_jobs(dispatches: Iterable[scheduler.Dispatch]) -> None:
-    dispatches = list(dispatches)
-    if not dispatches:
+def send_run_jobs(messages: Iterable[scheduler.RunJobMessage]) -> None:
+    messages = list(messages)
+    if not messages:
         return
     with app.producer_or_acquire() as producer:  # one broker connection for the whole batch
-        for d in dispatches:
+        for m in messages:
             # argsrepr is what Flower's task list and `celery events` show: which job, which attempt.
-            run_job.apply_async((d.job_id, d.attempt), queue=f"assign:{d.node}", producer=producer,
-                                argsrepr=f"job_id={d.job_id!r}, attempt={d.attempt}")
+            run_job.apply_async((m.job_id, m.attempt), queue=assign_queue(m.node), producer=producer,
+                                argsrepr=f"job_id={m.job_id!r}, attempt={m.attempt}")

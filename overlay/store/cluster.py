@@ -5,14 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from overlay.store.tables import SettingRow
 
 ACTIVE_POLICY = "active_policy"
+# The advisory lock that lets one scheduling pass run at a time across every scheduler.
+SCHEDULER_LOCK = 0x6F766C79
 RECONCILE = "reconcile"
+
+
+def hold_scheduler_lock(session: Session) -> None:
+    """Wait for, then hold until this transaction ends, the one scheduling pass's lock."""
+    session.execute(select(func.pg_advisory_xact_lock(SCHEDULER_LOCK)))
 
 
 def active_policy(session: Session, *, default: str) -> str:

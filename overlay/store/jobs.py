@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,17 +14,8 @@ from sqlalchemy.orm import Session
 
 from overlay.errors import DuplicateJob, GpuTaken, JobNotFound, StaleAttempt
 from overlay.model import Job, JobSpec, NodeState, Placement
-from overlay.states import JobState, check_transition
+from overlay.states import TIMESTAMP_OF, JobState, check_transition
 from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
-
-TIMESTAMP_FOR = {
-    JobState.PLACED: "placed_at",
-    JobState.RUNNING: "started_at",
-    JobState.DONE: "finished_at",
-    JobState.FAILED: "finished_at",
-    JobState.CANCELLED: "finished_at",
-}
-
 
 # JobSpec fields stored as they are; cmd, env and node_selector change container type.
 SCALAR_SPEC_FIELDS = ("job_id", "image", "gpus", "gpu_memory_mb", "gpu_model", "priority",
@@ -51,7 +43,7 @@ def spec_columns(spec: JobSpec) -> dict[str, Any]:
 def to_job(row: JobRow) -> Job:
     return Job(
         spec=to_spec(row),
-        state=JobState(row.state),
+        state=row.state,
         attempt=row.attempt,
         node=row.node,
         gpus=tuple(row.gpu_indices),
@@ -89,7 +81,7 @@ def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
     """
     values = dict(
         **spec_columns(spec),
-        state=JobState.QUEUED.value,
+        state=JobState.QUEUED,
         attempt=0,
         gpu_indices=[],
         log_tail="",
@@ -104,9 +96,16 @@ def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
 
 
 def get_job(session: Session, job_id: str, *, lock: bool = False) -> JobRow:
-    """The job's row (locked FOR UPDATE if asked); raise JobNotFound."""
+    """The job's row (locked FOR UPDATE if asked); raise JobNotFound.
+
+    A locked read refreshes a row this session loaded before: without that, the ORM
+    would hand back the values it read earlier, and a caller could write over a state
+    another transaction committed in between (a DONE job requeued or cancelled).
+    """
     stmt = select(JobRow).where(JobRow.job_id == job_id)
-    row = session.scalars(stmt.with_for_update() if lock else stmt).one_or_none()
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    row = session.scalars(stmt).one_or_none()
     if row is None:
         raise JobNotFound(job_id)
     return row
@@ -116,7 +115,7 @@ def list_jobs(
     session: Session, *, state: JobState | None, limit: int, offset: int
 ) -> tuple[list[Job], int]:
     """One page of jobs, newest first, and how many match in all."""
-    where = [JobRow.state == state.value] if state else []
+    where = [JobRow.state == state] if state else []
     total = session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
     rows = session.scalars(
         select(JobRow)
@@ -143,7 +142,7 @@ def read_job(session: Session, job_id: str) -> Job:
 
 def queued_jobs(session: Session) -> list[Job]:
     """Every QUEUED job, read as plain rows: a scheduling pass reads the whole queue."""
-    rows = session.execute(JOB_COLUMNS.where(JobRow.state == JobState.QUEUED.value))
+    rows = session.execute(JOB_COLUMNS.where(JobRow.state == JobState.QUEUED))
     return [to_job(r) for r in rows]  # type: ignore[arg-type]
 
 
@@ -156,7 +155,6 @@ def transition(
     reason: str | None = None,
     attempt: int | None = None,
     keep_gpus: bool = False,
-    **changes: Any,
 ) -> Job:
     """Move a job to ``target`` under a row lock, record the event, free GPUs on leaving.
 
@@ -167,23 +165,31 @@ def transition(
     row = get_job(session, job_id, lock=True)
     if attempt is not None and attempt != row.attempt:
         raise StaleAttempt(job_id=job_id, attempt=attempt, current=row.attempt)
-    return _move(session, row, target, now=now, reason=reason, keep_gpus=keep_gpus, **changes)
+    return _move(session, row, target, now=now, reason=reason, keep_gpus=keep_gpus)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ending:
+    """What an attempt left when it ended: its exit code and the tail of its log."""
+
+    exit_code: int | None
+    log_tail: str
 
 
 def _move(
     session: Session, row: JobRow, target: JobState, *, now: datetime, reason: str | None,
-    keep_gpus: bool = False, **changes: Any,
+    keep_gpus: bool = False, ending: Ending | None = None,
 ) -> Job:
     """``transition`` for a row already read and locked in this transaction."""
     job_id = row.job_id
-    current = JobState(row.state)
+    current = row.state
     check_transition(job_id, current, target)
-    row.state = target.value
+    row.state = target
     row.reason = reason
-    if target in TIMESTAMP_FOR:
-        setattr(row, TIMESTAMP_FOR[target], now)
-    for name, value in changes.items():
-        setattr(row, name, value)
+    if target in TIMESTAMP_OF:
+        setattr(row, f"{TIMESTAMP_OF[target]}_at", now)
+    if ending is not None:
+        row.exit_code, row.log_tail = ending.exit_code, ending.log_tail
     if (target.terminal or target is JobState.QUEUED) and not keep_gpus:
         release_gpus(session, job_id)
     _event(session, job_id, current, target, now=now, attempt=row.attempt, reason=reason,
@@ -192,27 +198,42 @@ def _move(
     return to_job(row)
 
 
-def start(session: Session, job_id: str, *, attempt: int, node: str, now: datetime) -> Job | str:
-    """PLACED -> RUNNING if the job is PLACED for this attempt on this node; otherwise
-    nothing changes and the answer says where the job is instead (a stale message)."""
+def start(session: Session, job_id: str, *, attempt: int, node: str, now: datetime) -> Job:
+    """PLACED -> RUNNING if the job is PLACED for this attempt on this node.
+
+    Raises StaleAttempt otherwise (a stale or redelivered message: nothing changes),
+    JobNotFound.
+    """
     row = get_job(session, job_id, lock=True)
-    if (row.state, row.attempt, row.node) != (JobState.PLACED.value, attempt, node):
-        return f"job is {row.state}, attempt {row.attempt}, on {row.node}"
+    if (row.state, row.attempt, row.node) != (JobState.PLACED, attempt, node):
+        raise _stale(row, attempt)
     return _move(session, row, JobState.RUNNING, now=now, reason=None)
+
+
+def _stale(row: JobRow, attempt: int) -> StaleAttempt:
+    return StaleAttempt(job_id=row.job_id, attempt=attempt, current=row.attempt,
+                        now=f"{row.state.value}, attempt {row.attempt}, on {row.node}")
+
+
+def attempt_state(session: Session, job_id: str) -> tuple[JobState, int]:
+    """The job's state and current attempt, read without a lock; raise JobNotFound."""
+    found = session.execute(select(JobRow.state, JobRow.attempt).where(JobRow.job_id == job_id)).one_or_none()
+    if found is None:
+        raise JobNotFound(job_id)
+    return found[0], found[1]
 
 
 def any_queued(session: Session) -> bool:
     """Whether some job waits for placement."""
-    return bool(session.scalar(select(select(JobRow.job_id).where(JobRow.state == JobState.QUEUED.value)
+    return bool(session.scalar(select(select(JobRow.job_id).where(JobRow.state == JobState.QUEUED)
                                       .exists())))
 
 
 def cancel(session: Session, job_id: str, *, now: datetime) -> Job:
     """Cancel a job. A running job keeps its GPUs until its agent has killed it."""
-    running = get_job(session, job_id).state == JobState.RUNNING.value
-    return transition(
-        session, job_id, JobState.CANCELLED, now=now, reason="cancelled by user", keep_gpus=running
-    )
+    row = get_job(session, job_id, lock=True)
+    return _move(session, row, JobState.CANCELLED, now=now, reason="cancelled by user",
+                 keep_gpus=row.state is JobState.RUNNING)
 
 
 def place(session: Session, job_id: str, placement: Placement, *, now: datetime) -> Job:
@@ -222,7 +243,7 @@ def place(session: Session, job_id: str, placement: Placement, *, now: datetime)
     primary key is the last word on double-booking), JobNotFound, InvalidTransition.
     """
     row = get_job(session, job_id, lock=True)
-    check_transition(job_id, JobState(row.state), JobState.PLACED)
+    check_transition(job_id, row.state, JobState.PLACED)
     if placement.gpus:
         try:
             with session.begin_nested():
@@ -241,7 +262,7 @@ def place(session: Session, job_id: str, placement: Placement, *, now: datetime)
 
 def _placed(session: Session, row: JobRow, placement: Placement, *, now: datetime) -> Job:
     row.attempt += 1
-    row.state = JobState.PLACED.value
+    row.state = JobState.PLACED
     row.node = placement.node
     row.gpu_indices = list(placement.gpus)
     row.placed_at = now
@@ -265,7 +286,7 @@ def set_waiting_reasons(session: Session, reasons: dict[str, str]) -> None:
     for reason, job_ids in by_reason.items():
         session.execute(
             update(JobRow)
-            .where(JobRow.job_id.in_(job_ids), JobRow.state == JobState.QUEUED.value)
+            .where(JobRow.job_id.in_(job_ids), JobRow.state == JobState.QUEUED)
             .where(JobRow.reason.is_distinct_from(reason))
             .values(reason=reason)
             .execution_options(synchronize_session=False)
@@ -288,23 +309,24 @@ def finish(
     target: JobState,
     now: datetime,
     reason: str | None,
-    exit_code: int | None,
-    log_tail: str,
-) -> Job | None:
-    """Record how an attempt ended and free its GPUs; None if the job moved on without it.
+    ending: Ending,
+) -> Job:
+    """Record how an attempt ended and free its GPUs; the job as it is now.
 
     A job cancelled while running is already CANCELLED: the end only adds the exit
-    code and output. A stale attempt (the job was retried elsewhere) records nothing.
+    code and output. Raises StaleAttempt, recording nothing, when the attempt is no
+    longer the job's (it was given up and retried: the caller frees what the attempt
+    still holds with ``release_gpus``), JobNotFound.
     """
     row = get_job(session, job_id, lock=True)
-    if row.attempt != attempt:
-        release_gpus(session, job_id, attempt=attempt)
-        return None
-    if row.state == JobState.RUNNING.value:
-        return _move(session, row, target, now=now, reason=reason, exit_code=exit_code, log_tail=log_tail)
-    row.exit_code, row.log_tail = exit_code, log_tail
+    if row.attempt != attempt or row.state in (JobState.QUEUED, JobState.PLACED):
+        raise _stale(row, attempt)
+    if row.state is JobState.RUNNING:
+        return _move(session, row, target, now=now, reason=reason, ending=ending)
+    row.exit_code, row.log_tail = ending.exit_code, ending.log_tail
     release_gpus(session, job_id, attempt=attempt)
-    return None
+    session.flush()
+    return to_job(row)
 
 
 def active_on_offline_nodes(session: Session) -> list[Job]:
@@ -312,7 +334,7 @@ def active_on_offline_nodes(session: Session) -> list[Job]:
     live = select(NodeRow.name).where(NodeRow.state == NodeState.ONLINE.value)
     rows = session.scalars(
         select(JobRow)
-        .where(JobRow.state.in_([JobState.PLACED.value, JobState.RUNNING.value]))
+        .where(JobRow.state.in_([JobState.PLACED, JobState.RUNNING]))
         .where(JobRow.node.not_in(live))
     )
     return [to_job(r) for r in rows]
@@ -322,7 +344,7 @@ def running_on(session: Session, node: str) -> list[Job]:
     """RUNNING jobs on ``node``, their rows locked for this transaction."""
     rows = session.scalars(
         select(JobRow)
-        .where(JobRow.state == JobState.RUNNING.value, JobRow.node == node)
+        .where(JobRow.state == JobState.RUNNING, JobRow.node == node)
         .with_for_update()
     )
     return [to_job(r) for r in rows]
@@ -332,7 +354,7 @@ def stale_placements(session: Session, *, placed_before: datetime) -> list[Job]:
     """PLACED jobs whose run_job has not started them since ``placed_before``."""
     rows = session.scalars(
         select(JobRow)
-        .where(JobRow.state == JobState.PLACED.value)
+        .where(JobRow.state == JobState.PLACED)
         .where(JobRow.placed_at < placed_before)
     )
     return [to_job(r) for r in rows]
@@ -341,7 +363,7 @@ def stale_placements(session: Session, *, placed_before: datetime) -> list[Job]:
 def release_stray_allocations(session: Session, *, before: datetime) -> int:
     """Free GPUs still held for attempts that ended before ``before`` (their agent died
     while killing them); return how many."""
-    active = [JobState.PLACED.value, JobState.RUNNING.value]
+    active = [JobState.PLACED, JobState.RUNNING]
     stray = (
         select(GpuAllocationRow.job_id, GpuAllocationRow.attempt)
         .join(JobRow, JobRow.job_id == GpuAllocationRow.job_id)

@@ -130,7 +130,7 @@ def _info(
 
 
 def _slots(agent_health: dict[str, Any]) -> int | None:
-    """The job slots the agent reports (workers/agent.py ``job_slots``); None: no limit."""
+    """The job slots the agent reports (workers/heartbeat.py ``job_slots``); None: no limit."""
     slots = agent_health.get("job_slots")
     return slots if isinstance(slots, int) and slots >= 0 else None
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -18,6 +19,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from overlay.states import JobState
+
+# Stored as the state's name in a VARCHAR(16) (no Postgres enum type, no CHECK): reads
+# give a JobState, and a write of anything else fails before it reaches the database.
+JOB_STATE = Enum(JobState, native_enum=False, create_constraint=False, length=16,
+                 values_callable=lambda states: [s.value for s in states], validate_strings=True)
 
 
 class Base(DeclarativeBase):
@@ -30,7 +38,7 @@ class JobRow(Base):
     job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     # The column is `status` so `select job_id,status from jobs` reads naturally;
     # the attribute and the API field are `state`.
-    state: Mapped[str] = mapped_column("status", String(16), index=True)
+    state: Mapped[JobState] = mapped_column("status", JOB_STATE, index=True)
     cmd: Mapped[list[Any]]
     image: Mapped[str] = mapped_column(Text, default="")
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)

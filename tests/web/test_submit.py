@@ -12,7 +12,7 @@ from web.app import create_app
 from web.deps import ApiDeps
 from web.dispatch import Dispatcher
 from web.waiter import JobWaiter
-from workers.coalesce import FLAG, TTL_S, PassRequests
+from workers.queues import FLAG_TTL_S, PASS_FLAG, PassRequests
 
 SMOKE = {"job_id": "m2-smoke", "image": "alpine", "cmd": ["echo", "hi"]}
 
@@ -56,7 +56,7 @@ def test_submits_before_a_pass_begins_share_one_schedule_message_and_later_ones_
     client.post("/api/jobs", json={"cmd": ["true"], "job_id": "c-3"})
     assert broker.llen("jobs:queue") == 2
     # And a flag left by a lost message expires, so requests are never held back for long
-    assert 0 < broker.ttl(FLAG) <= TTL_S
+    assert 0 < broker.ttl(PASS_FLAG) <= FLAG_TTL_S
 
 
 def test_submit_without_a_job_id_gets_one(client):

@@ -1,0 +1,92 @@
+"""The message protocol's names, and the one way to ask for a scheduling pass.
+
+Users check these names with redis-cli: ``lrange jobs:queue 0 -1`` is work waiting
+for the scheduler, ``lrange assign:node-a 0 -1`` work placed on node-a. The API and
+the workers both import this module (the API never imports the task code), so the
+protocol is written once.
+
+A pass request is coalesced: every submit and every job end wants a pass, and under
+load that was thousands of ``overlay.schedule`` messages, each a full pass that
+found the work already done. A requester sets a flag in Redis with ``SET NX`` and
+sends the message only if it set it; the scheduler clears the flag as a pass
+*begins*, before it reads the queue. So a request that finds the flag set is
+answered by a pass that has not begun yet and will read everything the requester
+committed. The flag expires after ``FLAG_TTL_S`` so that a message lost with its flag
+still set (the scheduler died holding it unacknowledged) delays passes by at most
+that long; reconcile's pass every tick covers the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import redis
+from kombu import Exchange
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_QUEUE = "jobs:queue"
+# Every agent gets each heartbeat request through this fanout exchange.
+HEARTBEAT_QUEUE = "overlay.heartbeat"
+HEARTBEAT_EXCHANGE = Exchange(HEARTBEAT_QUEUE, type="fanout")
+# An agent's own queue, one per node.
+ASSIGN_PREFIX = "assign:"
+
+SCHEDULE_TASK = "overlay.schedule"
+RECONCILE_TASK = "overlay.reconcile"
+HEARTBEAT_TASK = "overlay.heartbeat"
+RUN_JOB_TASK = "overlay.run_job"
+
+PASS_FLAG = "overlay:pass-requested"
+FLAG_TTL_S = 5
+
+
+def assign_queue(node: str) -> str:
+    """The queue of ``node``'s agent: ``assign:<node>``."""
+    return f"{ASSIGN_PREFIX}{node}"
+
+
+class TaskSender(Protocol):
+    """What sends a task by name: a Celery app (the workers' or the API's publisher)."""
+
+    def send_task(self, name: str, *args: object, **kwargs: object) -> object: ...
+
+
+class PassRequests:
+    """``want()`` before sending a pass request, ``begin()`` as a pass begins."""
+
+    def __init__(self, redis_url: str, *, timeout_s: float | None = None) -> None:
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s,
+                                           socket_connect_timeout=timeout_s)
+
+    def want(self) -> bool:
+        """True if the caller must send the message: no pass was waiting to begin, or
+        Redis did not answer (then the send meets the broker's own retries and errors)."""
+        try:
+            return bool(self.client.set(PASS_FLAG, b"1", nx=True, ex=FLAG_TTL_S))
+        except redis.RedisError:
+            return True
+
+    def begin(self) -> None:
+        """A pass begins: requests from now on need a message of their own.
+
+        Never raises: a pass must run with Redis away (its placements are in Postgres,
+        and reconcile sends their run_job later); a flag left set expires in FLAG_TTL_S.
+        """
+        try:
+            self.client.delete(PASS_FLAG)
+        except redis.RedisError as e:
+            log.warning("could not clear the pass-request flag (%s); it expires within %ss", e, FLAG_TTL_S)
+
+
+def request_pass(sender: TaskSender, passes: PassRequests, **options: object) -> bool:
+    """Ask the scheduler for a pass, unless one that has not begun yet will see this
+    commit; whether a message was sent. ``options`` go to ``send_task`` (``retry``).
+
+    Raises what the broker raises when the message cannot be sent.
+    """
+    if not passes.want():
+        return False
+    sender.send_task(SCHEDULE_TASK, queue=SCHEDULER_QUEUE, **options)
+    return True
