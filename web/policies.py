@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from overlay.policies import DESCRIPTIONS, SUPPORTED, get_policy
-from overlay.store import cluster
+from overlay.store import cluster_state
 from web.deps import deps
 from web.schemas import PoliciesSchema, PolicyChangeSchema
 
@@ -26,7 +26,7 @@ class Policies(MethodView):
         """The active placement policy and the supported ones."""
         svc = deps()
         with svc.transaction() as s:
-            return policies_view(cluster.active_policy(s, default=svc.settings.scheduler_policy))
+            return policies_view(cluster_state.active_policy(s, default=svc.settings.scheduler_policy))
 
 
 @blp.route("/active")
@@ -38,6 +38,6 @@ class ActivePolicy(MethodView):
         get_policy(body["policy"])  # raises UnknownPolicy, a 422
         svc = deps()
         with svc.transaction() as s:
-            cluster.set_active_policy(s, body["policy"])
+            cluster_state.set_active_policy(s, body["policy"])
         svc.dispatcher.schedule()
         return policies_view(body["policy"])

@@ -17,7 +17,7 @@ from overlay.model import Job, Placement
 from overlay.policies import get_policy
 from overlay.queueing import plan_pass
 from overlay.retry import decide_retry
-from overlay.store import cluster
+from overlay.store import cluster_state
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store.running import running_jobs
@@ -44,11 +44,11 @@ def schedule_pass(
 ) -> list[RunJobMessage]:
     """Place what fits of the queue, record why the rest waits; return what to dispatch."""
     with sessions.begin() as s:
-        cluster.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
+        cluster_state.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
         queued = job_store.queued_jobs(s)
         if not queued:
             return []
-        policy = get_policy(cluster.active_policy(s, default=settings.scheduler_policy))
+        policy = get_policy(cluster_state.active_policy(s, default=settings.scheduler_policy))
         fleet = Fleet.from_snapshots(node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s))
         messages: list[RunJobMessage] = []
         placed: list[Job] = []
@@ -81,10 +81,10 @@ def reconcile(
     """Expire silent nodes, retry or fail their jobs, free stray GPUs, and return the
     PLACED jobs whose run_job message must be sent again."""
     with sessions.begin() as s:
-        previous, paused = cluster.reconcile_state(s)
+        previous, paused = cluster_state.reconcile_state(s)
         window = expiry_window(now, previous_tick=previous, paused_until=paused,
                                ttl_s=settings.node_ttl_s, tick_s=settings.reconcile_interval_s)
-        cluster.save_reconcile_state(s, tick=now, paused_until=window.paused_until)
+        cluster_state.save_reconcile_state(s, tick=now, paused_until=window.paused_until)
         if window.cutoff is not None:
             for name in node_store.expire_nodes(s, cutoff=window.cutoff):
                 log.warning("node %s is offline: no heartbeat for %ss", name, settings.node_ttl_s)

@@ -1,4 +1,4 @@
-"""SQLAlchemy table models: jobs, job events, nodes, GPUs, GPU allocations, settings."""
+"""SQLAlchemy table models: jobs, job events, nodes, GPUs, GPU allocations, cluster state."""
 
 from __future__ import annotations
 
@@ -130,10 +130,10 @@ class GpuAllocationRow(Base):
     allocated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class SettingRow(Base):
-    """Cluster-wide settings changed at run time (the active policy)."""
+class ClusterStateRow(Base):
+    """Cluster-wide state changed at run time: the active policy, reconcile's last tick."""
 
-    __tablename__ = "settings"
+    __tablename__ = "cluster_state"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JSONB)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from overlay.gpus.fake import FakeProbe
 from overlay.model import Job, JobSpec, Placement, ProbeReport
-from overlay.store import cluster as cluster_store
+from overlay.store import cluster_state as cluster_store
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store.tables import GpuAllocationRow

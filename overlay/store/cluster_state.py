@@ -1,4 +1,5 @@
-"""Cluster-wide settings changed at run time, kept in the settings table."""
+"""Cluster-wide state changed at run time (the active policy, reconcile's bookkeeping),
+kept as keys and JSON values in the cluster_state table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from overlay.store.tables import SettingRow
+from overlay.store.tables import ClusterStateRow
 
 ACTIVE_POLICY = "active_policy"
 # The advisory lock that lets one scheduling pass run at a time across every scheduler.
@@ -32,13 +33,13 @@ def set_active_policy(session: Session, name: str) -> None:
 
 
 def get(session: Session, key: str, *, lock: bool = False) -> Any:
-    stmt = select(SettingRow.value).where(SettingRow.key == key)
+    stmt = select(ClusterStateRow.value).where(ClusterStateRow.key == key)
     return session.scalar(stmt.with_for_update() if lock else stmt)
 
 
 def put(session: Session, key: str, value: Any) -> None:
-    stmt = pg_insert(SettingRow).values(key=key, value=value)
-    session.execute(stmt.on_conflict_do_update(index_elements=[SettingRow.key], set_={"value": value}))
+    stmt = pg_insert(ClusterStateRow).values(key=key, value=value)
+    session.execute(stmt.on_conflict_do_update(index_elements=[ClusterStateRow.key], set_={"value": value}))
 
 
 def reconcile_state(session: Session) -> tuple[datetime | None, datetime | None]:
