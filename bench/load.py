@@ -3,7 +3,7 @@
     python -m bench.load [--jobs 5000] [--clients 32] [--timeout 900]
 
 Starts its own stack on loopback (gunicorn, scheduler, beat, agents node-a with
-4 fake A100s and node-b with 2 fake H100s, the processes of tests/integration/stack.py)
+4 fake A100s and node-b with 2 fake H100s, the processes of tests/integration/harness.py)
 against a database of its own on the local Postgres and a redis-server of its own
 on a free port, so it disturbs nothing else. ``--clients`` threads submit
 ``--jobs`` one-GPU ``true`` jobs (real processes, run by the agents); then it
@@ -34,8 +34,7 @@ from sqlalchemy import create_engine, text
 
 from overlay.store.session import ensure_database, migrate
 from tests.conftest import PG_SERVER, drop_database
-from tests.integration.services import PrivateRedis, start_cluster
-from tests.integration.stack import Stack
+from tests.integration.harness import PrivateRedis, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 
@@ -112,7 +111,7 @@ def run(jobs: int, clients: int, timeout: float) -> dict[str, Any]:
                   HEARTBEAT_INTERVAL_S="5", RECONCILE_INTERVAL_S="3", NODE_TTL_S="15")
     engine = create_engine(database_url)
     try:
-        start_cluster(stack)
+        stack.start_cluster()
         ids = [f"load-{i:05d}" for i in range(jobs)]
         statuses, latencies, submit_s = submit_all(stack.api, ids, clients)
         accepted = {j for j, s in statuses.items() if s in (201, 409)}

@@ -33,7 +33,7 @@ import requests
 from bench.run import in_parallel, start_stack
 from overlay.store.session import ensure_database, migrate
 from tests.conftest import PG_SERVER, drop_database
-from tests.integration.stack import BIN, ROOT
+from tests.integration.harness import BIN, ROOT
 
 PROCESSES = ("api", "scheduler", "node-a", "node-b")
 STAGES = ("post", "enqueued->placed", "placed->started", "started->finished", "finished->seen", "total")

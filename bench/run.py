@@ -33,7 +33,7 @@ import requests
 from bench import placement
 from overlay.store.session import ensure_database, migrate
 from tests.conftest import PG_SERVER, drop_database
-from tests.integration.stack import BIN, ROOT, Stack, wait_until
+from tests.integration.harness import BIN, ROOT, Stack, wait_until
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 RESULTS = ROOT / "bench" / "results"

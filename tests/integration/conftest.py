@@ -1,21 +1,43 @@
+"""Fixtures only: the helpers are in harness.py."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.stack import Stack
+from tests.integration.harness import ZONES, Stack
+
+# The fixtures whose Stack's output a failing test prints.
+STACK_FIXTURES = ("stack", "cluster")
 
 
 @pytest.fixture
-def stack(request, database_url, redis_url, sessions, tmp_path) -> Iterator[Stack]:
-    """Real processes against the test database; their output is shown if the test fails."""
+def stack(database_url, redis_url, sessions, tmp_path) -> Iterator[Stack]:
+    """Real processes against the test database, none started yet."""
     s = Stack(database_url=database_url, redis_url=redis_url, workdir=tmp_path)
     yield s
     s.stop_all()
+
+
+@pytest.fixture
+def two_nodes(stack: Stack) -> Stack:
+    """API, scheduler, beat, node-a (4×A100, zone=a) and node-b (2×H100, zone=b)."""
+    stack.start_cluster(labels=ZONES)
+    return stack
+
+
+@pytest.fixture(autouse=True)
+def output_on_failure(request) -> Iterator[None]:
+    """When a test fails, print the output of the Stack it used."""
+    # Taken before the test: after it, a function-scoped stack may already be torn down.
+    named = [request.getfixturevalue(n) for n in STACK_FIXTURES if n in request.fixturenames]
+    used = {id(v): v for v in named if isinstance(v, Stack)}
+    yield
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        print(s.all_output())
+        for s in used.values():
+            print(s.all_output())
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -19,8 +19,7 @@ import requests
 from click.testing import CliRunner
 
 from cli.main import main
-from tests.integration.shared_stack import shared_stack
-from tests.integration.stack import BIN, ROOT, Stack, free_port, wait_until
+from tests.integration.harness import BIN, ROOT, Stack, free_port, job, shared_stack, wait_until
 
 pytestmark = pytest.mark.slow
 OVERLAY = str(BIN / "overlay")
@@ -29,14 +28,6 @@ OVERLAY = str(BIN / "overlay")
 @pytest.fixture(scope="module")
 def cluster(database_url, tmp_path_factory) -> Iterator[Stack]:
     yield from shared_stack(database_url, tmp_path_factory.mktemp("cli-stack"))
-
-
-@pytest.fixture(autouse=True)
-def output_on_failure(request):
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed and "cluster" in request.fixturenames:
-        print(request.getfixturevalue("cluster").all_output())
 
 
 def overlay(stack: Stack | str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -51,10 +42,6 @@ def gated_job(stack: Stack, job_id: str, gate: Path, **body) -> None:
     r = requests.post(f"{stack.api}/api/jobs", json={"job_id": job_id, "cmd": ["sh", "-c", script], **body},
                       timeout=10)
     assert r.status_code == 201, r.text
-
-
-def state_of(stack: Stack, job_id: str) -> str:
-    return str(requests.get(f"{stack.api}/api/jobs/{job_id}", timeout=10).json()["state"])
 
 
 def test_submit_wait_shows_progress_and_exits_with_the_jobs_status(cluster):
@@ -97,7 +84,7 @@ def test_logs_follow_prints_output_as_it_comes_until_the_job_ends(cluster, tmp_p
             # When the follower has shown `one`
             wait_until(lambda: "one\n" in lines, timeout=60, what="the follower to print `one`")
             # Then it is still following the unfinished job, and `two` comes once the job goes on
-            assert follower.poll() is None and state_of(cluster, "cli-follow") == "RUNNING"
+            assert follower.poll() is None and job(cluster, "cli-follow")["state"] == "RUNNING"
             gate.touch()
             follower.wait(timeout=60)
             reader.join(timeout=10)
@@ -123,7 +110,8 @@ def test_nodes_draws_each_gpu_with_bars_and_the_job_holding_it(cluster, tmp_path
     gate = tmp_path / "gate"
     gated_job(cluster, "cli-holder", gate, gpus=1, node_selector={"zone": "a"})
     try:
-        wait_until(lambda: state_of(cluster, "cli-holder") == "RUNNING", timeout=60, what="cli-holder to run")
+        wait_until(lambda: job(cluster, "cli-holder")["state"] == "RUNNING", timeout=60,
+                   what="cli-holder to run")
         shown = overlay(cluster, "nodes", "--ascii")
     finally:
         gate.touch()
@@ -140,7 +128,7 @@ def test_nodes_draws_each_gpu_with_bars_and_the_job_holding_it(cluster, tmp_path
 
 def test_status_list_cancel_and_policies(cluster, tmp_path):
     gated_job(cluster, "cli-cancel", tmp_path / "never")
-    wait_until(lambda: state_of(cluster, "cli-cancel") == "RUNNING", timeout=60, what="cli-cancel to run")
+    wait_until(lambda: job(cluster, "cli-cancel")["state"] == "RUNNING", timeout=60, what="cli-cancel to run")
     runner = CliRunner()
     api = ["--api", cluster.api]
     listed = runner.invoke(main, [*api, "list", "--state", "running", "--json"])

@@ -13,67 +13,45 @@ import pytest
 import requests
 
 from overlay.store import jobs as job_store
-from tests.integration.stack import wait_until
+from tests.integration.harness import (
+    TERMINAL,
+    alive,
+    assert_no_gpu_double_booked,
+    job,
+    logs,
+    submit,
+    wait_state,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
-TERMINAL = {"DONE", "FAILED", "CANCELLED"}
 
 
-@pytest.fixture
-def cluster(stack):
-    """API, scheduler, beat, node-a (4×A100) and node-b (2×H100)."""
-    stack.start_api()
-    stack.start_scheduler()
-    stack.start_agent("node-a", labels="zone=a")
-    stack.start_agent("node-b", labels="zone=b")
-    stack.start_beat()
-    return stack
-
-
-def submit(stack, **body) -> dict:
-    response = requests.post(f"{stack.api}/api/jobs", json=body, timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def job(stack, job_id: str) -> dict:
-    return requests.get(f"{stack.api}/api/jobs/{job_id}", timeout=10).json()
-
-
-def wait_state(stack, job_id: str, states: set[str], timeout: float = 30) -> dict:
-    return wait_until(lambda: (j := job(stack, job_id))["state"] in states and j,
-                      timeout=timeout, what=f"{job_id} to reach {states}")
-
-
-def logs(stack, job_id: str) -> str:
-    return requests.get(f"{stack.api}/api/jobs/{job_id}/logs", timeout=10).text
-
-
-def test_echo_hi_goes_queued_placed_running_done_and_logs_hi(cluster, sessions):
-    submit(cluster, job_id="hello", cmd=["echo", "hi"])
-    done = wait_state(cluster, "hello", TERMINAL)
+def test_echo_hi_goes_queued_placed_running_done_and_logs_hi(two_nodes, sessions):
+    submit(two_nodes, job_id="hello", cmd=["echo", "hi"])
+    done = wait_state(two_nodes, "hello", TERMINAL)
     assert done["state"] == "DONE" and done["exit_code"] == 0
     assert all(done["timestamps"][k] for k in ("enqueued", "placed", "started", "finished"))
-    assert "hi" in logs(cluster, "hello")
+    assert "hi" in logs(two_nodes, "hello")
     with sessions() as s:
         path = [e.to_state for e in job_store.events(s, "hello")]
     assert path == ["QUEUED", "PLACED", "RUNNING", "DONE"]
 
 
-def test_a_two_gpu_job_sees_exactly_its_two_gpus(cluster):
-    submit(cluster, job_id="two", cmd=["sh", "-c", "echo CVD=$CUDA_VISIBLE_DEVICES"], gpus=2)
-    done = wait_state(cluster, "two", TERMINAL)
+def test_a_two_gpu_job_sees_exactly_its_two_gpus(two_nodes):
+    submit(two_nodes, job_id="two", cmd=["sh", "-c", "echo CVD=$CUDA_VISIBLE_DEVICES"], gpus=2)
+    done = wait_state(two_nodes, "two", TERMINAL)
     assert done["state"] == "DONE"
-    assert f"CVD={','.join(map(str, done['gpus']))}" in logs(cluster, "two")
+    assert f"CVD={','.join(map(str, done['gpus']))}" in logs(two_nodes, "two")
     assert len(done["gpus"]) == 2
 
 
-def test_twenty_jobs_all_finish_and_no_gpu_is_held_by_two_at_once(cluster, sessions):
+def test_twenty_jobs_all_finish_and_no_gpu_is_held_by_two_at_once(two_nodes, sessions):
     ids = [f"batch-{i}" for i in range(20)]
     for i, job_id in enumerate(ids):
-        submit(cluster, job_id=job_id, cmd=["sleep", "0.3"], gpus=1 + i % 2)
+        submit(two_nodes, job_id=job_id, cmd=["sleep", "0.3"], gpus=1 + i % 2)
     for job_id in ids:
-        assert wait_state(cluster, job_id, TERMINAL, timeout=60)["state"] == "DONE"
+        assert wait_state(two_nodes, job_id, TERMINAL, timeout=60)["state"] == "DONE"
     assert_no_gpu_double_booked(sessions, ids)
 
 
@@ -95,54 +73,35 @@ def test_two_schedulers_at_once_never_double_book_a_gpu(stack, sessions):
     assert_no_gpu_double_booked(sessions, ids)
 
 
-def assert_no_gpu_double_booked(sessions, ids: list[str]) -> None:
-    """From the job events: no two [PLACED, end] intervals on one (node, GPU) overlap.
-
-    Intervals are in event-id order, the order the transactions wrote them in; the
-    clock times are read before each transaction takes its locks.
-    """
-    holds: list[tuple[str, int, int, int]] = []
-    with sessions() as s:
-        for job_id in ids:
-            evs = job_store.events(s, job_id)
-            placed = next(e for e in evs if e.to_state == "PLACED")
-            end = next(e for e in evs if e.to_state in TERMINAL)
-            holds += [(placed.node, g, placed.id, end.id) for g in placed.gpu_indices]
-    for i, (node, gpu, start, end) in enumerate(holds):
-        for node2, gpu2, start2, end2 in holds[i + 1:]:
-            if (node, gpu) == (node2, gpu2):
-                assert end <= start2 or end2 <= start, f"{node} GPU {gpu} double-booked"
-
-
-def test_a_non_zero_exit_fails_with_its_exit_code(cluster):
-    submit(cluster, job_id="bad", cmd=["sh", "-c", "echo oops >&2; exit 3"])
-    failed = wait_state(cluster, "bad", TERMINAL)
+def test_a_non_zero_exit_fails_with_its_exit_code(two_nodes):
+    submit(two_nodes, job_id="bad", cmd=["sh", "-c", "echo oops >&2; exit 3"])
+    failed = wait_state(two_nodes, "bad", TERMINAL)
     assert (failed["state"], failed["exit_code"], failed["reason"]) == ("FAILED", 3, "exit code 3")
-    assert "oops" in logs(cluster, "bad")
+    assert "oops" in logs(two_nodes, "bad")
 
 
-def test_a_job_past_its_timeout_is_killed_and_fails_with_reason_timeout(cluster):
-    submit(cluster, job_id="slow", cmd=["sleep", "60"], timeout_s=1)
-    failed = wait_state(cluster, "slow", TERMINAL, timeout=20)
+def test_a_job_past_its_timeout_is_killed_and_fails_with_reason_timeout(two_nodes):
+    submit(two_nodes, job_id="slow", cmd=["sleep", "60"], timeout_s=1)
+    failed = wait_state(two_nodes, "slow", TERMINAL, timeout=20)
     assert (failed["state"], failed["reason"]) == ("FAILED", "timeout")
 
 
-def test_cancelling_a_running_job_kills_its_process_tree_within_two_seconds(cluster, tmp_path):
+def test_cancelling_a_running_job_kills_its_process_tree_within_two_seconds(two_nodes, tmp_path):
     marker = tmp_path / "grandchild.pid"
     # A job whose child starts a grandchild, which records its pid
-    submit(cluster, job_id="long", gpus=1,
+    submit(two_nodes, job_id="long", gpus=1,
            cmd=["sh", "-c", f"sh -c 'echo $$ > {marker}; sleep 120' & wait"])
-    wait_state(cluster, "long", {"RUNNING"})
+    wait_state(two_nodes, "long", {"RUNNING"})
     wait_until(lambda: marker.exists() and marker.read_text().strip(), timeout=10, what="grandchild")
     grandchild = int(marker.read_text())
     started = time.monotonic()
-    response = requests.post(f"{cluster.api}/api/jobs/long/cancel", timeout=10)
+    response = requests.post(f"{two_nodes.api}/api/jobs/long/cancel", timeout=10)
     assert response.status_code == 200 and response.json()["state"] == "CANCELLED"
-    wait_until(lambda: not pid_alive(grandchild), timeout=5, what="the grandchild to die")
+    wait_until(lambda: not alive(grandchild), timeout=5, what="the grandchild to die")
     assert time.monotonic() - started < 2.5
     # And its GPU is free again once the agent has seen it die
     wait_until(lambda: not any(g["job_id"] == "long" for n in requests.get(
-        f"{cluster.api}/api/nodes", timeout=5).json()["nodes"] for g in n["gpus"]),
+        f"{two_nodes.api}/api/nodes", timeout=5).json()["nodes"] for g in n["gpus"]),
         timeout=5, what="the GPU to be freed")
 
 
@@ -155,11 +114,11 @@ def test_a_queued_job_is_cancelled_at_once(stack):
     assert again.status_code == 409
 
 
-def test_a_job_that_cannot_fit_waits_with_a_reason_and_does_not_block_others(cluster):
-    submit(cluster, job_id="huge", cmd=["true"], gpus=8, priority=10)
-    submit(cluster, job_id="small", cmd=["true"], gpus=1)
-    assert wait_state(cluster, "small", TERMINAL)["state"] == "DONE"
-    waiting = job(cluster, "huge")
+def test_a_job_that_cannot_fit_waits_with_a_reason_and_does_not_block_others(two_nodes):
+    submit(two_nodes, job_id="huge", cmd=["true"], gpus=8, priority=10)
+    submit(two_nodes, job_id="small", cmd=["true"], gpus=1)
+    assert wait_state(two_nodes, "small", TERMINAL)["state"] == "DONE"
+    waiting = job(two_nodes, "huge")
     assert waiting["state"] == "QUEUED"
     assert "8 GPUs" in waiting["reason"], waiting["reason"]
 
@@ -188,11 +147,11 @@ def test_a_node_runs_no_more_jobs_than_its_agent_has_slots_and_the_rest_go_elsew
     assert {n["name"]: n["agent_health"]["job_slots"] for n in nodes} == {"node-a": 2, "node-b": 2}
 
 
-def test_node_selector_and_model_route_to_the_matching_node(cluster):
-    submit(cluster, job_id="on-b", cmd=["true"], gpus=1, node_selector={"zone": "b"})
-    submit(cluster, job_id="h100", cmd=["true"], gpus=1, gpu_model="h100")
-    assert wait_state(cluster, "on-b", TERMINAL)["node"] == "node-b"
-    assert wait_state(cluster, "h100", TERMINAL)["node"] == "node-b"
+def test_node_selector_and_model_route_to_the_matching_node(two_nodes):
+    submit(two_nodes, job_id="on-b", cmd=["true"], gpus=1, node_selector={"zone": "b"})
+    submit(two_nodes, job_id="h100", cmd=["true"], gpus=1, gpu_model="h100")
+    assert wait_state(two_nodes, "on-b", TERMINAL)["node"] == "node-b"
+    assert wait_state(two_nodes, "h100", TERMINAL)["node"] == "node-b"
 
 
 def test_an_image_job_runs_through_apptainer_exec_nv(stack, tmp_path):
@@ -234,14 +193,3 @@ def test_admin_transitions_go_through_the_state_machine(stack):
     assert illegal.status_code == 409
     assert illegal.json()["message"] == "job 'adm' cannot go from FAILED to RUNNING"
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False

@@ -15,73 +15,33 @@ import time
 
 import pytest
 import requests
-from celery import Celery
-from sqlalchemy import select, text
+from sqlalchemy import text
 
-from overlay.store import jobs as job_store
 from overlay.store.session import ensure_database, migrate
-from overlay.store.tables import GpuAllocationRow
-from tests.integration.services import (
+from tests.integration.harness import (
+    TERMINAL,
     PrivatePostgres,
-    set_aside_log,
-    start_agent,
-    start_cluster,
+    Stack,
+    alive,
+    allocations,
+    events,
+    job,
+    nodes,
+    send_run_job,
+    submit,
+    wait_state,
+    wait_until,
 )
-from tests.integration.stack import Stack, wait_until
-from tests.integration.test_e2e import pid_alive
 
 pytestmark = pytest.mark.slow
-TERMINAL = {"DONE", "FAILED", "CANCELLED"}
 TTL_S, TICK_S = 4, 1
-# How long reconcile waits before it re-sends a lost run_job (workers/scheduler.py).
-RESEND_S = 10
-
-
-def submit(stack: Stack, **body) -> dict:
-    response = requests.post(f"{stack.api}/api/jobs", json=body, timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def job(stack: Stack, job_id: str) -> dict:
-    response = requests.get(f"{stack.api}/api/jobs/{job_id}", timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def wait_state(stack: Stack, job_id: str, states: set[str], timeout: float = 30) -> dict:
-    return wait_until(lambda: (j := job(stack, job_id))["state"] in states and j,
-                      timeout=timeout, what=f"{job_id} to reach {states}", every=0.2)
-
-
-def events(sessions, job_id: str) -> list[tuple[str, int, str | None]]:
-    with sessions() as s:
-        return [(e.to_state, e.attempt, e.reason) for e in job_store.events(s, job_id)]
-
-
-def allocations(sessions, node: str) -> list[tuple[int, str]]:
-    with sessions() as s:
-        rows = s.scalars(select(GpuAllocationRow).where(GpuAllocationRow.node == node))
-        return [(a.gpu_index, a.job_id) for a in rows]
-
-
-def send_run_job(redis_url: str, node: str, job_id: str, attempt: int) -> None:
-    """A run_job as the scheduler sends it, e.g. a late one for a dead attempt."""
-    client = Celery("fault-test", broker=redis_url)
-    client.config_from_object("celeryconfig")
-    client.send_task("overlay.run_job", args=[job_id, attempt], queue=f"assign:{node}")
-    client.close()
-
-
-def run_count(sessions, job_id: str) -> int:
-    return sum(1 for state, _, _ in events(sessions, job_id) if state == "RUNNING")
 
 
 def test_a_sigkilled_agent_s_job_is_retried_elsewhere_or_failed_and_nothing_of_it_lingers(
     stack, sessions, redis_url, tmp_path
 ):
     # Given two jobs running on node-a: one may be retried once, one may not
-    start_cluster(stack)
+    stack.start_cluster()
     pids = tmp_path / "pids"
     submit(stack, job_id="retried", gpus=1, max_retries=1, cmd=[
         "sh", "-c", f'echo "$OVERLAY_ATTEMPT $$" >> {pids}; [ "$OVERLAY_ATTEMPT" != 1 ] || exec sleep 120'])
@@ -96,7 +56,7 @@ def test_a_sigkilled_agent_s_job_is_retried_elsewhere_or_failed_and_nothing_of_i
     stack.kill("node-a")
     killed_at = time.monotonic()
     # (its jobs run in sessions of their own: they outlive it, as they would on a real node)
-    assert all(pid_alive(p) for p in orphans)
+    assert all(alive(p) for p in orphans)
 
     # Then within NODE_TTL_S and a reconcile tick or two, the retriable job runs again on node-b
     retried = wait_state(stack, "retried", {"DONE"}, timeout=TTL_S + 3 * TICK_S + 15)
@@ -110,10 +70,9 @@ def test_a_sigkilled_agent_s_job_is_retried_elsewhere_or_failed_and_nothing_of_i
     assert allocations(sessions, "node-a") == []
 
     # When node-a's agent comes back, it kills what its predecessor left running
-    set_aside_log(stack, "node-a")
-    start_agent(stack, "node-a")
-    stack.wait_ready("node-a")
-    wait_until(lambda: not any(pid_alive(p) for p in orphans), timeout=10, what="the orphans to die")
+    stack.set_aside_log("node-a")
+    stack.start_agent("node-a")
+    wait_until(lambda: not any(alive(p) for p in orphans), timeout=10, what="the orphans to die")
     assert not list((stack.workdir / "joblogs" / ".running" / "node-a").glob("*.pid"))
 
     # And late run_job messages for the dead attempts change nothing
@@ -131,7 +90,7 @@ def test_an_agent_that_dies_and_comes_back_before_the_ttl_retries_what_it_was_ru
     stack, sessions, tmp_path
 ):
     # Given a job running on node-a, and no beat: nobody would ever declare node-a dead
-    start_cluster(stack, agents=("node-a",), beat=False)
+    stack.start_cluster(agents=("node-a",), beat=False)
     pids = tmp_path / "pids"
     submit(stack, job_id="j", gpus=1, max_retries=1, cmd=[
         "sh", "-c", f'echo "$OVERLAY_ATTEMPT $$" >> {pids}; [ "$OVERLAY_ATTEMPT" != 1 ] || exec sleep 120'])
@@ -140,11 +99,10 @@ def test_an_agent_that_dies_and_comes_back_before_the_ttl_retries_what_it_was_ru
     orphan = int(pids.read_text().split()[1])
     # When its agent is SIGKILLed and restarted at once
     stack.kill("node-a")
-    set_aside_log(stack, "node-a")
-    start_agent(stack, "node-a")
-    stack.wait_ready("node-a")
+    stack.set_aside_log("node-a")
+    stack.start_agent("node-a")
     # Then the old attempt's process is killed, and the job is retried and ends DONE
-    wait_until(lambda: not pid_alive(orphan), timeout=10, what="the orphan to die")
+    wait_until(lambda: not alive(orphan), timeout=10, what="the orphan to die")
     done = wait_state(stack, "j", TERMINAL, timeout=30)
     assert (done["state"], done["attempt"]) == ("DONE", 2)
     assert ("QUEUED", 1, "agent restarted (node-a); retry 1 of 1") in events(sessions, "j")
@@ -156,7 +114,7 @@ def test_every_submit_answered_201_across_api_sigkills_has_its_row_and_no_refuse
 ):
     # Given the API under load: 8 clients submitting, every 4th body invalid; a client
     # whose request breaks off retries the same job_id until it gets an answer
-    start_cluster(stack, agents=(), beat=False)
+    stack.start_cluster(agents=(), beat=False)
     answers: dict[str, int] = {}  # job_id -> the final answer to its submit
     tried: set[str] = set()
     stop = threading.Event()
@@ -187,7 +145,7 @@ def test_every_submit_answered_201_across_api_sigkills_has_its_row_and_no_refuse
         for _ in range(2):
             time.sleep(1.5)
             stack.kill("api")
-            set_aside_log(stack, "api")
+            stack.set_aside_log("api")
             stack.start_api()
         time.sleep(1.5)
     finally:
@@ -206,17 +164,12 @@ def test_every_submit_answered_201_across_api_sigkills_has_its_row_and_no_refuse
     assert rows == accepted
 
 
-def nodes(stack: Stack, query: str = "") -> dict[str, dict]:
-    body = requests.get(f"{stack.api}/api/nodes{query}", timeout=5).json()
-    return {n["name"]: n for n in body["nodes"]}
-
-
 def test_while_beat_is_down_and_after_it_is_back_healthy_nodes_stay_alive_and_jobs_run_on(
     stack, sessions
 ):
     """"Beat down for a minute", scaled to the Stack's 4 s TTL: down for 3 × NODE_TTL_S."""
     # Given a job running on node-a, which could be retried if node-a were thought dead
-    start_cluster(stack)
+    stack.start_cluster()
     outage_s = 3 * TTL_S
     submit(stack, job_id="long", gpus=1, max_retries=1, cmd=["sleep", str(outage_s + 10)])
     assert wait_state(stack, "long", {"RUNNING"})["node"] == "node-a"
@@ -233,7 +186,7 @@ def test_while_beat_is_down_and_after_it_is_back_healthy_nodes_stay_alive_and_jo
     assert wait_state(stack, "during", TERMINAL)["state"] == "DONE"
 
     # When beat is back
-    set_aside_log(stack, "beat")
+    stack.set_aside_log("beat")
     stack.start_beat()
     wait_until(lambda: all(n["last_seen_age_s"] < 2 for n in nodes(stack).values()), timeout=15,
                what="heartbeats again")
@@ -265,7 +218,7 @@ def test_while_postgres_restarts_ready_says_503_running_jobs_go_on_and_their_end
     stack = Stack(database_url=database_url, redis_url=redis_url, workdir=tmp_path)
     ended = tmp_path / "ended"
     try:
-        start_cluster(stack, agents=("node-a",))
+        stack.start_cluster(agents=("node-a",))
         submit(stack, job_id="through", gpus=1, cmd=["sh", "-c", f"sleep 3; echo bye; touch {ended}"])
         wait_state(stack, "through", {"RUNNING"})
 

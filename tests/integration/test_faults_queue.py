@@ -14,17 +14,18 @@ import signal
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.integration.services import PrivateRedis, set_aside_log, start_cluster
-from tests.integration.stack import Stack, wait_until
-from tests.integration.test_e2e import assert_no_gpu_double_booked
-from tests.integration.test_faults import (
+from tests.integration.harness import (
     RESEND_S,
     TERMINAL,
+    PrivateRedis,
+    Stack,
     allocations,
+    assert_no_gpu_double_booked,
     job,
     run_count,
     submit,
     wait_state,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def test_jobs_queued_and_placed_when_redis_is_wiped_or_restarted_all_end_and_run
                   NODE_TTL_S="20")
     broker = private_redis.client()
     try:
-        start_cluster(stack, agents=("node-a",))
+        stack.start_cluster(agents=("node-a",))
         first = [f"cpu-{i}" for i in range(3)]
         later = [f"gpu-{i}" for i in range(6)] + [f"cpu-{i}" for i in range(3, 6)]
         ids = first + later
@@ -104,7 +105,7 @@ def test_a_scheduler_killed_mid_pass_double_books_nothing_and_leaves_nothing_pla
     stack = Stack(database_url=database_url, redis_url=private_redis.url, workdir=tmp_path)
     engine = create_engine(database_url)
     try:
-        start_cluster(stack)
+        stack.start_cluster()
         stack.kill("scheduler")
         ids = [f"j{i}" for i in range(8)]
         for job_id in ids:
@@ -150,5 +151,5 @@ def test_a_scheduler_killed_mid_pass_double_books_nothing_and_leaves_nothing_pla
 
 
 def restart_scheduler(stack: Stack) -> None:
-    set_aside_log(stack, "scheduler")
+    stack.set_aside_log("scheduler")
     stack.start_scheduler()

@@ -9,13 +9,11 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from tests.integration.services import start_cluster
-
 pytestmark = pytest.mark.slow
 
 
 def test_twenty_concurrent_submits_of_one_job_id_give_one_201_and_nineteen_409s(stack, sessions):
-    start_cluster(stack, agents=(), beat=False)
+    stack.start_cluster(agents=(), beat=False)
     for round_ in range(3):
         job_id = f"same-{round_}"
         statuses = submit_at_once(stack.api, {"job_id": job_id, "cmd": ["true"]}, clients=20)

@@ -24,17 +24,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import requests
 from sqlalchemy import select
 from sqlalchemy.engine import URL, make_url
 
 from overlay.store import jobs as job_store
 from overlay.store.tables import GpuAllocationRow
-from tests.integration.stack import Stack, wait_until
+from tests.integration.harness import TERMINAL, Stack, alive, job, logs, nodes, submit, wait_until
 
 pytestmark = pytest.mark.slow
 PREFIX = "ovlt"  # namespaces ovlt-<pid>-<node>; veths ovlt<pid><n>h (root side) / …n (node side)
-TERMINAL = {"DONE", "FAILED", "CANCELLED"}
 TTL_S = 4  # the Stack's NODE_TTL_S
 
 
@@ -89,7 +87,7 @@ def remove_stale_hosts() -> None:
     for line in ip("netns", "list").splitlines():
         name = line.split()[0] if line.strip() else ""
         parts = name.split("-")
-        if len(parts) == 3 and parts[0] == PREFIX and parts[1].isdigit() and not pid_alive(int(parts[1])):
+        if len(parts) == 3 and parts[0] == PREFIX and parts[1].isdigit() and not alive(int(parts[1])):
             with contextlib.suppress(RuntimeError):
                 ip("netns", "del", name)
 
@@ -253,39 +251,8 @@ def cluster(hosts, relays, stack: Stack, database_url, redis_url) -> Stack:
             AGENT_PORT="8001")
         stack.wait_ready(node)
     stack.start_beat()
-    wait_until(lambda: live_nodes(stack) == {"node-a", "node-b"}, timeout=30, what="both agents online")
+    wait_until(lambda: set(nodes(stack)) == {"node-a", "node-b"}, timeout=30, what="both agents online")
     return stack
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-def submit(stack: Stack, **body) -> dict:
-    response = requests.post(f"{stack.api}/api/jobs", json=body, timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def job(stack: Stack, job_id: str) -> dict:
-    return requests.get(f"{stack.api}/api/jobs/{job_id}", timeout=10).json()
-
-
-def logs(stack: Stack, job_id: str) -> str:
-    return requests.get(f"{stack.api}/api/jobs/{job_id}/logs", timeout=10).text
-
-
-def live_nodes(stack: Stack) -> set[str]:
-    nodes = requests.get(f"{stack.api}/api/nodes", timeout=10).json()["nodes"]
-    return {n["name"] for n in nodes}
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -320,7 +287,7 @@ def test_a_cut_link_moves_the_job_and_the_stale_attempt_changes_nothing(hosts, c
     hosts[lost].set_link(up=False)
     try:
         # Then the node goes offline within the TTL and the job runs again on the other node
-        wait_until(lambda: lost not in live_nodes(cluster), timeout=TTL_S + 10, what=f"{lost} to go offline")
+        wait_until(lambda: lost not in nodes(cluster), timeout=TTL_S + 10, what=f"{lost} to go offline")
         second = wait_until(lambda: (j := job(cluster, "moves"))["state"] == "RUNNING" and j["attempt"] == 2
                             and j, timeout=30, what="the retry to run")
         assert second["node"] == other
@@ -330,7 +297,7 @@ def test_a_cut_link_moves_the_job_and_the_stale_attempt_changes_nothing(hosts, c
         hosts[lost].set_link(up=True)
 
     # Then the node rejoins, and its agent stops the attempt it no longer owns
-    wait_until(lambda: lost in live_nodes(cluster), timeout=90, what=f"{lost} to rejoin")
+    wait_until(lambda: lost in nodes(cluster), timeout=90, what=f"{lost} to rejoin")
     wait_until(lambda: "superseded by a newer attempt" in cluster.output(lost), timeout=60,
                what=f"{lost}'s agent to stop the stale attempt")
     # And that stale end changed nothing: the job still runs its second attempt on the other node
@@ -352,5 +319,5 @@ def test_a_cut_link_moves_the_job_and_the_stale_attempt_changes_nothing(hosts, c
 
 
 def agent_pid_alive(stack: Stack, node: str) -> bool:
-    return not stack.dead(node) and pid_alive(stack.procs[node].pid)
+    return not stack.dead(node) and alive(stack.procs[node].pid)
 

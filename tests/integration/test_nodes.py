@@ -11,14 +11,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.stack import BIN, ROOT, wait_until
+from tests.integration.harness import BIN, ROOT, nodes, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def nodes(stack, query: str = "") -> dict[str, dict]:
-    body = requests.get(f"{stack.api}/api/nodes{query}", timeout=5).json()
-    return {n["name"]: n for n in body["nodes"]}
 
 
 def test_an_agent_registers_as_soon_as_it_is_ready_without_beat(stack):

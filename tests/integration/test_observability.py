@@ -19,8 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.shared_stack import shared_stack
-from tests.integration.stack import BIN, ROOT, Stack, free_port, wait_until
+from tests.integration.harness import BIN, ROOT, Stack, free_port, job, shared_stack, wait_until
 
 pytestmark = pytest.mark.slow
 FLOWER_AUTH = ("watcher", "s3cret-pw")
@@ -31,14 +30,6 @@ def cluster(database_url, tmp_path_factory) -> Iterator[Stack]:
     yield from shared_stack(database_url, tmp_path_factory.mktemp("obs-stack"), LOG_FORMAT="json")
 
 
-@pytest.fixture(autouse=True)
-def output_on_failure(request):
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed and "cluster" in request.fixturenames:
-        print(request.getfixturevalue("cluster").all_output())
-
-
 def run_gated(stack: Stack, job_id: str, gate: Path, **body) -> None:
     """Submit a job that runs until ``gate`` exists, and wait until it runs."""
     script = f"while [ ! -e {gate} ]; do sleep 0.05; done; echo released"
@@ -46,10 +37,6 @@ def run_gated(stack: Stack, job_id: str, gate: Path, **body) -> None:
                       timeout=10)
     assert r.status_code == 201, r.text
     wait_until(lambda: job(stack, job_id)["state"] == "RUNNING", timeout=60, what=f"{job_id} to run")
-
-
-def job(stack: Stack, job_id: str) -> dict:
-    return requests.get(f"{stack.api}/api/jobs/{job_id}", timeout=10).json()  # type: ignore[no-any-return]
 
 
 def celery(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,11 +13,9 @@ import subprocess
 import pytest
 import requests
 
-from tests.integration.services import start_cluster
-from tests.integration.stack import wait_until
+from tests.integration.harness import TERMINAL, wait_until
 
 pytestmark = pytest.mark.slow
-TERMINAL = {"DONE", "FAILED", "CANCELLED"}
 API_TOKEN, ADMIN_TOKEN = "tok-user-5d1f3a9e7b", "tok-admin-c2e8b4f6a0"
 SECRET = "s3cr3t-value-8e1b7d"
 
@@ -35,7 +33,7 @@ def wait_ended(stack, job_id: str, token: str = API_TOKEN) -> dict:
 def test_job_env_values_and_tokens_appear_in_no_log_and_no_answer(stack):
     # Given the whole stack logging at DEBUG, with both tokens set
     stack.env.update(OVERLAY_API_TOKEN=API_TOKEN, OVERLAY_ADMIN_TOKEN=ADMIN_TOKEN, LOG_LEVEL="DEBUG")
-    start_cluster(stack)
+    stack.start_cluster()
     # When a job with a secret in its env runs (and uses it, without printing it)
     submitted = call(stack, "POST", "/api/jobs", json={
         "job_id": "sec", "cmd": ["sh", "-c", f'test "${{#DB_PASSWORD}}" = {len(SECRET)} && echo used it'],
@@ -81,7 +79,7 @@ def job_user() -> pwd.struct_passwd:
 def test_with_job_user_set_a_root_agent_runs_jobs_as_that_unprivileged_user(stack, job_user):
     # Given an agent running as root with JOB_USER=overlayjob
     assert os.geteuid() == 0
-    start_cluster(stack, agents=("node-a",), beat=False, JOB_USER="overlayjob")
+    stack.start_cluster(agents=("node-a",), beat=False, JOB_USER="overlayjob")
     # When a job reports who it is
     submitted = requests.post(f"{stack.api}/api/jobs", timeout=10, json={
         "job_id": "who", "cmd": ["sh", "-c", 'echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME"']})
