@@ -36,6 +36,7 @@ test: install services
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 deploy/.env:
 	umask 077; printf 'OVERLAY_API_TOKEN=%s\nOVERLAY_ADMIN_TOKEN=%s\n' "$(TOKEN)" "$(TOKEN)" > $@

@@ -57,7 +57,9 @@ def read_workload(path: Path) -> list[SimJob]:
     if not rows:
         raise WorkloadError(path, ["no header line"])
     columns = _columns(path, rows[0][1])
-    parsed, errors, seen = [], [], set()
+    parsed: list[tuple[float | datetime, JobSpec, float]] = []
+    errors: list[str] = []
+    seen: set[str] = set()
     for line, row in rows[1:]:
         try:
             parsed.append(_row(line, dict(zip(columns, row, strict=True)), seen))
@@ -149,7 +151,9 @@ def _in_submit_order(path: Path, parsed: list[tuple[float | datetime, JobSpec, f
     first = min(submit for submit, _, _ in parsed)  # type: ignore[type-var]
 
     def seconds(submit: float | datetime) -> float:
-        return (submit - first).total_seconds() if isinstance(submit, datetime) else float(submit)
+        if isinstance(submit, datetime) and isinstance(first, datetime):
+            return (submit - first).total_seconds()
+        return float(submit)  # type: ignore[arg-type]  # one kind only, checked above
 
     jobs = [SimJob(spec=spec, submit_s=seconds(submit), duration_s=duration)
             for submit, spec, duration in parsed]

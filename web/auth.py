@@ -78,7 +78,7 @@ def authorize(settings: Settings, role: Role | None, token: str | None) -> None:
 
 
 def _unauthorized(token: str | None, message: str) -> Unauthorized:
-    params = {"realm": "overlay"}
+    params: dict[str, str | None] = {"realm": "overlay"}
     if token:
         params["error"] = "invalid_token"
         message = "the token is not valid here"
