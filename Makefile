@@ -3,14 +3,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# With an NVIDIA GPU on the host, the agents get it (deploy/docker-compose.gpu.yml).
-GPU_COMPOSE := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo -f deploy/docker-compose.gpu.yml)
-COMPOSE := docker compose --env-file deploy/.env -f deploy/docker-compose.yml $(GPU_COMPOSE)
-# The stack's API tokens, random, written once and kept out of git (see README, "Tokens").
-TOKEN = $$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')
+# With NVIDIA GPUs on the host, each agent gets GPUs of its own: deploy/gpu_split.py
+# writes the override (see docs/deploy.md, "GPUs under make up").
+GPU_OVERRIDE := var/docker-compose.gpu.yml
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+COMPOSE := $(strip docker compose --env-file deploy/.env -f deploy/docker-compose.yml $(if $(HAS_GPU),-f $(GPU_OVERRIDE)))
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install services migrate dev test lint up logs down bench clean
+.PHONY: install services migrate dev test lint up logs down bench clean deploy/.env $(GPU_OVERRIDE)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,17 +38,30 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The stack's secrets (API tokens, Postgres and Redis passwords, Flower's login), random,
+# written once and kept out of git and the image; an older file gets the keys it lacks.
 deploy/.env:
-	umask 077; printf 'OVERLAY_API_TOKEN=%s\nOVERLAY_ADMIN_TOKEN=%s\n' "$(TOKEN)" "$(TOKEN)" > $@
-	@echo "wrote random API tokens to $@"
+	@$(PYTHON) deploy/stack_env.py $@
 
-up: deploy/.env
+$(GPU_OVERRIDE):
+	@mkdir -p $(@D)
+	$(PYTHON) deploy/gpu_split.py agent-a agent-b > $@
+
+# One image (overlay:dev) is built, by the api service, and run by every overlay service;
+# the image it replaces is removed rather than left untagged.
+up: deploy/.env $(if $(HAS_GPU),$(GPU_OVERRIDE))
 	$(COMPOSE) up --build -d
+	@docker image prune -f --filter label=org.opencontainers.image.title=overlay >/dev/null
+	@echo "overlay is up; make logs follows it, make down stops it."
+	@echo "  API     http://localhost:$${OVERLAY_API_PORT:-8000}  (tokens: OVERLAY_API_TOKEN, OVERLAY_ADMIN_TOKEN in deploy/.env)"
+	@echo "  agents  http://localhost:$${OVERLAY_AGENT_A_PORT:-8001}/health  http://localhost:$${OVERLAY_AGENT_B_PORT:-8002}/health"
+	@echo "  Flower  http://localhost:$${OVERLAY_FLOWER_PORT:-5555}  (login: FLOWER_BASIC_AUTH, user:password, in deploy/.env)"
+	@echo "  Postgres and Redis: on the compose network only; their passwords are in deploy/.env"
 
-logs: deploy/.env
+logs: deploy/.env $(if $(HAS_GPU),$(GPU_OVERRIDE))
 	$(COMPOSE) logs -f
 
-down: deploy/.env
+down: deploy/.env $(if $(HAS_GPU),$(GPU_OVERRIDE))
 	$(COMPOSE) down
 
 clean:

@@ -27,15 +27,31 @@ start_postgres() {
   command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
   local version
   version=$(ls /etc/postgresql | sort -V | tail -n 1)
-  # Trust local TCP connections from postgres, as the defaults (user postgres, no password) expect.
-  local hba=/etc/postgresql/$version/main/pg_hba.conf
-  if ! sudo_ grep -q "overlay-local" "$hba"; then
-    printf '# overlay-local\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' \
-      | sudo_ tee /tmp/overlay-hba >/dev/null
-    sudo_ sh -c "cat '$hba' >> /tmp/overlay-hba && cp /tmp/overlay-hba '$hba'"
-  fi
   sudo_ pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
     || sudo_ pg_ctlcluster "$version" main start
+}
+
+# overlay's defaults connect as user postgres over 127.0.0.1 with no password in the URL
+# (DATABASE_URL, TEST_PG_URL). The host's pg_hba.conf is its own and is left as it is:
+# where it asks for a password, the postgres role gets one (only if it has none) and the
+# password goes to your ~/.pgpass, where libpq finds it.
+pg_login() { psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -w -tAc 'select 1' >/dev/null 2>&1; }
+as_postgres() { (cd / && if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi); }
+
+ensure_login() {
+  pg_login && return 0
+  local pgpass=${PGPASSFILE:-$HOME/.pgpass} has_password password
+  has_password=$(as_postgres psql -tAc "select rolpassword is not null from pg_authid where rolname = 'postgres'")
+  if [ "$has_password" = t ]; then
+    say "Postgres wants user postgres's password on 127.0.0.1: add '127.0.0.1:5432:*:postgres:<password>' to $pgpass"
+    say "(or set DATABASE_URL and TEST_PG_URL to a user of your own); its pg_hba.conf is left as it is"
+    return 1
+  fi
+  password=$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+  printf "alter role postgres password '%s';\n" "$password" | as_postgres psql -q
+  (umask 077; printf '127.0.0.1:5432:*:postgres:%s\nlocalhost:5432:*:postgres:%s\n' "$password" "$password" >> "$pgpass")
+  say "Postgres asks for a password on 127.0.0.1: gave user postgres a random one, kept in $pgpass (pg_hba.conf untouched)"
+  pg_login
 }
 
 start_redis() {
@@ -49,6 +65,7 @@ if pg_up; then say "Postgres answers"; else
   command -v pg_isready >/dev/null || apt_install postgresql postgresql-client
   pg_up || { say "starting Postgres"; start_postgres; wait_for Postgres pg_up; }
 fi
+ensure_login || { say "cannot log in to Postgres as user postgres on 127.0.0.1"; exit 1; }
 if redis_up; then say "Redis answers"; else
   command -v redis-cli >/dev/null || apt_install redis-server
   redis_up || { say "starting Redis"; start_redis; wait_for Redis redis_up; }
