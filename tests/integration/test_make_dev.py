@@ -125,6 +125,8 @@ def stop_and_check(stack: DevStack, sig: int, *, twice: bool) -> None:
             f"still running {STOP_S}s after {signal.Signals(sig).name}{' twice' if twice else ''}: "
             f"{stack.left_running()}\n{stack.output()[-6000:]}")
         time.sleep(0.1)
+    print(f"{stack.out.name}: {signal.Signals(sig).name}{' x2' if twice else ''}: all gone in "
+          f"{STOP_S - (deadline - time.monotonic()):.1f}s")
 
 
 def wait_stack_ready(stack: DevStack) -> None:
@@ -194,6 +196,8 @@ def test_make_dev_shows_job_events_not_heartbeats_and_flower_answers_its_api(dev
     assert "Listening at: http://127.0.0.1" in out and "registered" in out
     # and no more than a handful of lines a minute from heartbeats and reconciles
     noise = [line for line in lines[mark:] if NOISE.search(line)]
+    print(f"{len(lines) - mark} lines in {QUIET_WINDOW_S:.0f}s after the job, {len(noise)} of them "
+          "from heartbeats or reconciles")
     assert len(noise) * 60 / QUIET_WINDOW_S <= 6, "\n".join(noise[:40])
     # And Flower's REST API answers without a login on the local stack
     workers = requests.get(f"http://127.0.0.1:{stack.ports['flower']}/api/workers", timeout=10)

@@ -74,8 +74,13 @@ def start_runner(tmp_path, procfile_text: str, wrapper: str | None = None, **env
 
 
 def pids_in(tmp_path, *names: str) -> list[int]:
-    return [int(wait_until(lambda n=n: (tmp_path / f"{n}.pid").read_text().strip(), timeout=10,
-                           what=f"{n} to start")) for n in names]
+    """The pids the Procfile's processes wrote to <name>.pid, once each has."""
+
+    def pid(name: str) -> int:
+        return int(wait_until(lambda: (tmp_path / f"{name}.pid").read_text().strip(), timeout=10,
+                              what=f"{name} to start"))
+
+    return [pid(name) for name in names]
 
 
 def test_a_second_signal_inside_the_first_ones_handler_still_stops_everything(tmp_path):
