@@ -2,7 +2,7 @@
 
 Unlike honcho and foreman, a process that dies does not take the others down: kill
 node-a's agent and the rest of the local stack keeps running, as on a real cluster.
-Ctrl-C (or SIGTERM) stops them all: each process group gets SIGTERM, and whatever is
+Ctrl-C (or SIGTERM, or closing the terminal) stops them all: each process group gets SIGTERM, and whatever is
 left after GRACE_S seconds (or at a second Ctrl-C) gets SIGKILL.
 
     python deploy/procs.py deploy/Procfile
@@ -30,6 +30,8 @@ COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93")
 GRACE_S = float(os.environ.get("PROCS_GRACE_S", "10"))
 POLL_S = 0.5
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+# SIGHUP too: the children run in sessions of their own, so a closed terminal reaches only us.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def read_procfile(path: Path) -> dict[str, str]:
@@ -51,7 +53,7 @@ def pump(name: str, colour: str, width: int, stream, out) -> None:
 
 
 class Signals:
-    """SIGINT/SIGTERM recorded by a handler that takes no lock; ``wait`` sleeps until one comes.
+    """SIGINT/SIGTERM/SIGHUP recorded by a handler that takes no lock; ``wait`` sleeps until one comes.
 
     The handler is a no-op; the wakeup fd gets the signal's number written by the
     interpreter's C-level handler (async-signal-safe), and ``wait`` reads it.
@@ -62,7 +64,7 @@ class Signals:
         os.set_blocking(self.read_fd, False)
         os.set_blocking(write_fd, False)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, _ignore)
         self.received = 0
 

@@ -126,3 +126,19 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_or_at_a_second
             if runner.poll() is None:
                 os.killpg(runner.pid, signal.SIGKILL)
                 runner.wait()
+
+
+def test_closing_the_terminal_sighup_stops_everything(tmp_path):
+    # Given procs.py running one process (in a session of its own, out of the terminal's reach)
+    runner, out = start_runner(tmp_path, f"a: sh -c 'echo $$ > {tmp_path}/a.pid; exec sleep 60'\n")
+    try:
+        (pid,) = pids_in(tmp_path, "a")
+        # When the terminal goes away (SIGHUP to procs.py's group)
+        os.killpg(runner.pid, signal.SIGHUP)
+        # Then procs.py stops it and exits
+        assert runner.wait(timeout=20) == 0, out.read_text()
+        wait_until(lambda: not alive(pid), timeout=5, what="a to stop")
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
