@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -11,6 +11,7 @@ from overlay.fleet import Fleet, Shape, shape_of
 from overlay.model import JobSpec, NoFit, Placement
 from overlay.placement import place
 from overlay.policies import Policy
+from overlay.quota import Admit, admit_all
 from overlay.reservation import Backfill, Reservation, Running
 
 
@@ -39,6 +40,7 @@ class Decision:
     job_id: str
     outcome: Placement | NoFit
     reservation: Reservation | None = None  # the job waits, and will start by then
+    borrowed: bool = False  # placed on idle GPUs beyond its account's quota (overlay.quota)
 
 
 Q = TypeVar("Q", bound=Queued)
@@ -59,6 +61,7 @@ def queue_order(jobs: Iterable[Q]) -> list[Q]:
 def plan_pass(
     jobs: Iterable[Queued], fleet: Fleet, *, policy: Policy, memo: bool = True,
     running: Iterable[Running] | None = None, now: datetime | None = None,
+    order: Callable[[Iterable[Queued]], list[Queued]] = queue_order, admit: Admit = admit_all,
 ) -> list[Decision]:
     """Decide each job in queue order, allocating each placement in ``fleet`` as it goes.
 
@@ -71,7 +74,10 @@ def plan_pass(
     With ``memo``, a job whose shape already failed in this pass, against capacity that has
     not changed since, gets that NoFit again without asking the policy: the result is the
     same for a deterministic policy, and the tail of a long queue against a full fleet is
-    cheap. Raises what ``place`` raises, and ValueError for ``running`` without ``now``.
+    cheap. ``order`` is the queue order (``overlay.fairshare.multifactor_order`` is another)
+    and ``admit`` checks each placement before it is applied (``overlay.quota.QuotaGate``):
+    a job it refuses waits with its reason. Raises what ``place`` raises, and ValueError
+    for ``running`` without ``now``.
     """
     if running is not None and now is None:
         raise ValueError("backfill reservations need now")
@@ -79,8 +85,8 @@ def plan_pass(
     failed: dict[tuple[int, Shape], tuple[int, NoFit]] = {}
     decisions: list[Decision] = []
     try:
-        for job in queue_order(jobs):
-            decisions.append(_decide(job.spec, fleet, policy, failed if memo else None, backfill))
+        for job in order(jobs):
+            decisions.append(_decide(job.spec, fleet, policy, failed if memo else None, backfill, admit))
     finally:
         if backfill is not None:
             backfill.close()
@@ -88,7 +94,8 @@ def plan_pass(
 
 
 def _decide(spec: JobSpec, fleet: Fleet, policy: Policy,
-            failed: dict[tuple[int, Shape], tuple[int, NoFit]] | None, backfill: Backfill | None) -> Decision:
+            failed: dict[tuple[int, Shape], tuple[int, NoFit]] | None, backfill: Backfill | None,
+            admit: Admit = admit_all) -> Decision:
     if backfill is not None:
         backfill.before(spec)
     key = (spec.gpus, shape_of(spec))
@@ -98,10 +105,13 @@ def _decide(spec: JobSpec, fleet: Fleet, policy: Policy,
     else:
         outcome = place(spec, fleet, policy=policy)
         if isinstance(outcome, Placement):
+            verdict = admit(spec, outcome)
+            if isinstance(verdict, NoFit):
+                return Decision(job_id=spec.job_id, outcome=verdict)
             fleet.allocate(outcome.node, outcome.gpus)
             if backfill is not None:
                 backfill.placed(spec, outcome)
-            return Decision(job_id=spec.job_id, outcome=outcome)
+            return Decision(job_id=spec.job_id, outcome=outcome, borrowed=verdict.borrowed)
         nofit = outcome
         if failed is not None:
             failed[key] = (fleet.stamp(key[1]), nofit)

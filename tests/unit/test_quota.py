@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from overlay.model import GpuDevice, JobSpec, NodeSnapshot, NoFit, Placement
+from overlay.policies import get_policy
 from overlay.quota import ADMITTED, Admission, Quota, QuotaGate, admit_all
 
 
@@ -106,3 +107,27 @@ def test_taken_gpus_and_offline_nodes_are_not_idle():
     gate = QuotaGate({"vision": Quota(gpus=0)}, [node("a", taken=frozenset(range(6))), offline])
     assert gate(job("vision", 2), on("a", 6, 7)) == Admission(borrowed=True)
     assert isinstance(gate(job("vision", 1), on("b", 0)), NoFit)
+
+
+# -- in a scheduling pass ------------------------------------------------------------------------------
+
+def test_a_pass_skips_a_job_at_its_quota_places_the_next_and_marks_borrowing():
+    # Given 24 free GPUs; vision's quota is 4 and nlp is owed 12
+    from overlay.fleet import Fleet
+    from overlay.queueing import QueuedJob, plan_pass
+
+    nodes = [node("a"), node("b"), node("c")]
+    gate = QuotaGate({"vision": Quota(gpus=4), "nlp": Quota(gpus=12)}, nodes)
+    jobs = [QueuedJob(spec=job(account, gpus, job_id)) for account, gpus, job_id in
+            [("nlp", 8, "1-n1"), ("vision", 4, "2-v1"), ("vision", 4, "3-v2"), ("vision", 4, "4-v3"),
+             ("vision", 4, "5-v4"), ("nlp", 4, "6-n2")]]
+    # When one pass decides them in queue order (here: job_id)
+    fleet = Fleet.from_snapshots(nodes)
+    decisions = {d.job_id: d for d in plan_pass(jobs, fleet, policy=get_policy("best-fit"), admit=gate)}
+    # Then n1 and v1 fit their quotas; v2 and v3 borrow what nlp is not owed; v4 would take
+    # nlp's last 4 and waits; n2 gets them, within its quota
+    placed = {k[2:]: d.borrowed for k, d in decisions.items() if isinstance(d.outcome, Placement)}
+    assert placed == {"n1": False, "v1": False, "v2": True, "v3": True, "n2": False}
+    assert isinstance(decisions["5-v4"].outcome, NoFit)
+    assert decisions["5-v4"].outcome.reason == "account vision at its quota: 12 of 4 GPUs"
+    assert gate.holding("vision") == 12 and gate.holding("nlp") == 12
