@@ -17,7 +17,7 @@ it can only move earlier, since what started ahead of it ends by then or keeps o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -58,10 +58,12 @@ def ends_at(started: datetime, timeout_s: int | None) -> datetime | None:
     return None if timeout_s is None else started + timedelta(seconds=timeout_s)
 
 
-def reserve(job: JobSpec, fleet: Fleet, running: Iterable[Running], *, now: datetime) -> Reservation | None:
+def reserve(job: JobSpec, fleet: Fleet, running: Iterable[Running], *, now: datetime,
+            usable: Mapping[str, frozenset[int]] | None = None) -> Reservation | None:
     """The earliest reservation for ``job`` (ties: first node by name), or None when no node
-    it could use will ever have room, counting only jobs with an end."""
-    usable = fleet.usable(job)
+    it could use will ever have room, counting only jobs with an end. ``usable`` is
+    ``fleet.usable(job)`` when the caller has it already."""
+    usable = fleet.usable(job) if usable is None else usable
     ends: dict[str, list[tuple[datetime, tuple[int, ...]]]] = {}
     for r in running:
         if r.node in usable and r.ends_at is not None:
@@ -107,15 +109,19 @@ class Backfill:
         self.reservation: Reservation | None = None
         self.decided = False  # a blocked job has had its chance at the pass's one reservation
         self.held: frozenset[int] = frozenset()
+        self.none_free = False
 
     def before(self, job: JobSpec) -> None:
         """Hold the reserved GPUs free now if ``job`` would outlast the reservation, else not."""
         r = self.reservation
         if r is None or r.ends_before(job, now=self.now):
             self._release()
-        elif not self.held:
+        elif not self.held and not self.none_free:
             self.held = frozenset(r.gpus) & self.fleet.free(r.node)
-            self.fleet.allocate(r.node, self.held, job=False)
+            if self.held:
+                self.fleet.allocate(r.node, self.held, job=False)
+            else:  # free GPUs only get fewer in a pass: none of the reserved will be free again
+                self.none_free = True
 
     def placed(self, job: JobSpec, placement: Placement) -> None:
         """Count a job placed ahead of the reservation among the running ones."""
@@ -125,10 +131,13 @@ class Backfill:
 
     def blocked(self, job: JobSpec, outcome: NoFit) -> tuple[NoFit, Reservation | None]:
         """The reason ``job`` waits; the first blocked job some node could hold gets the reservation."""
-        if self.decided or job.gpus <= 0 or not _could_ever_fit(job, self.fleet):
+        if self.decided or job.gpus <= 0:
             return outcome, None
+        usable = self.fleet.usable(job)
+        if not any(len(fitting) >= job.gpus for fitting in usable.values()):
+            return outcome, None  # no node could ever hold it: the next blocked job may
         self.decided = True
-        self.reservation = reserve(job, self.fleet, self.running, now=self.now)
+        self.reservation = reserve(job, self.fleet, self.running, now=self.now, usable=usable)
         if self.reservation is None:
             return outcome, None
         r = self.reservation
@@ -144,10 +153,6 @@ class Backfill:
         if self.held and self.reservation is not None:
             self.fleet.release(self.reservation.node, self.held, job=False)
         self.held = frozenset()
-
-
-def _could_ever_fit(job: JobSpec, fleet: Fleet) -> bool:
-    return any(len(fitting) >= job.gpus for fitting in fleet.usable(job).values())
 
 
 def _iso(at: datetime) -> str:
