@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy.exc import OperationalError
@@ -17,19 +17,24 @@ from web.dispatch import Dispatcher
 from web.waiter import JobWaiter
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+def postgres_clock() -> datetime | None:
+    """No time of the API host's own: the store takes Postgres's (overlay/store/session.py)."""
+    return None
 
 
 @dataclass
 class ApiDeps:
-    """The app's outside world, passed in so tests can hand it fakes or a fixed clock."""
+    """The app's outside world, passed in so tests can hand it fakes or a fixed clock.
+
+    ``clock`` gives the time of stored writes; by default none, so that every
+    timestamp is Postgres's clock (the one clock liveness and latencies compare).
+    """
 
     settings: Settings
     sessions: sessionmaker[Session]
     dispatcher: Dispatcher
     waiter: JobWaiter
-    clock: Callable[[], datetime] = utcnow
+    clock: Callable[[], datetime | None] = postgres_clock
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

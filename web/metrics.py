@@ -27,6 +27,7 @@ from overlay.model import NodeInfo, NodeState
 from overlay.states import JobState
 from overlay.store import nodes as node_store
 from overlay.store import stats
+from overlay.store.session import resolve_now
 from web.deps import ApiDeps, deps
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
@@ -43,8 +44,8 @@ class ControlPlaneCollector:
         self.svc = svc
 
     def collect(self) -> Iterator[Metric]:
-        now = self.svc.clock()
         with self.svc.transaction() as s:
+            now = resolve_now(s, self.svc.clock())
             yield from self.job_families(s, now)
             yield from self.latency_families(s)
             infos = node_store.node_infos(s, now=now, ttl_s=self.svc.settings.node_ttl_s,

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from overlay.store import nodes as store
+from overlay.store.session import resolve_now
 from web.deps import deps
 from web.schemas import NodeListQuerySchema, NodeListSchema
 from web.views import node_view
@@ -17,8 +18,8 @@ blp = Blueprint("nodes", __name__, url_prefix="/api/nodes", description="Nodes a
 
 def list_view(include_offline: bool) -> dict[str, Any]:
     svc = deps()
-    now = svc.clock()
     with svc.transaction() as s:
+        now = resolve_now(s, svc.clock())
         infos = store.node_infos(
             s, now=now, ttl_s=svc.settings.node_ttl_s, include_offline=include_offline
         )

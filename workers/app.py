@@ -37,8 +37,10 @@ def create_celery(settings: Settings) -> OverlayCelery:
         "heartbeat": {
             "task": HEARTBEAT_TASK,
             "schedule": settings.heartbeat_interval_s,
-            # A heartbeat nobody took in time is worthless: the next one is coming.
-            "options": {"expires": settings.heartbeat_interval_s, "declare": [HEARTBEAT_EXCHANGE]},
+            # No `expires`: Celery would stamp beat's clock on the message and an agent
+            # whose clock runs ahead would drop every heartbeat as expired. An agent
+            # skips the heartbeats that pile up instead (workers/heartbeat.py, due()).
+            "options": {"declare": [HEARTBEAT_EXCHANGE]},
         },
         "reconcile": {
             "task": RECONCILE_TASK,

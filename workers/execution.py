@@ -26,11 +26,22 @@ log = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.5
 
 
+def postgres_clock() -> datetime | None:
+    """No time of the agent's own: the store takes Postgres's (overlay/store/session.py)."""
+    return None
+
+
+Clock = Callable[[], datetime | None]
+
+
 def execute(
-    rt: Runtime, job_id: str, attempt: int, *, clock: Callable[[], datetime]
+    rt: Runtime, job_id: str, attempt: int, *, clock: Clock = postgres_clock
 ) -> runner.Outcome | None:
     """Run one attempt of a job on this node and record its end; how it ended, or None
-    if the message was stale or redelivered (then nothing happens)."""
+    if the message was stale or redelivered (then nothing happens).
+
+    Timestamps are Postgres's clock unless ``clock`` (tests) gives them.
+    """
     job = start(rt, job_id, attempt, now=clock())
     if job is None:
         return None
@@ -40,7 +51,7 @@ def execute(
         rt.agent.unclaim(job_id, attempt)
 
 
-def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime) -> Job | None:
+def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime | None = None) -> Job | None:
     """PLACED -> RUNNING if this message is for the job's current attempt on this node;
     None (and nothing changes) if the attempt is not this message's to start.
 
@@ -64,7 +75,7 @@ def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime) -> Job | Non
     return job
 
 
-def run_started(rt: Runtime, job: Job, *, clock: Callable[[], datetime]) -> runner.Outcome:
+def run_started(rt: Runtime, job: Job, *, clock: Clock = postgres_clock) -> runner.Outcome:
     """Run a started attempt to its end, holding its GPUs meanwhile, and record the end."""
     path = log_file(rt, job.job_id)
     with open(path, "a") as out:
@@ -162,7 +173,7 @@ class PidFile:
 
 
 def record_end(
-    rt: Runtime, job: Job, outcome: runner.Outcome, path: Path, *, clock: Callable[[], datetime]
+    rt: Runtime, job: Job, outcome: runner.Outcome, path: Path, *, clock: Clock = postgres_clock
 ) -> Job | None:
     """Record the end, retrying while Postgres is away so no finished job is lost; the
     job as it is now, or None if the attempt was no longer the job's."""

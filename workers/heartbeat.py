@@ -54,7 +54,17 @@ def kill_leftovers(rt: Runtime) -> None:
     orphans.kill_leftovers(orphans.running_dir(rt.settings.log_dir, rt.settings.node_name))
 
 
-def beat(rt: Runtime, *, now: datetime) -> Beat:
+def due(rt: Runtime) -> bool:
+    """Whether a heartbeat request should beat now: not when one went through less than
+    half an interval ago (requests that piled up while the agent was busy or frozen).
+
+    Measured on this process's monotonic clock, so a wrong wall clock changes nothing.
+    """
+    last = rt.agent.last_heartbeat_mono
+    return last is None or time.monotonic() - last >= rt.settings.heartbeat_interval_s / 2
+
+
+def beat(rt: Runtime, *, now: datetime | None = None) -> Beat:
     """Sample the GPUs and record the node as alive; remember how it went for /health.
 
     The first beat that reaches Postgres also settles the attempts a previous agent
@@ -72,6 +82,7 @@ def beat(rt: Runtime, *, now: datetime) -> Beat:
         rt.agent.last_heartbeat_error = f"{type(e).__name__}: {e}"
         raise
     rt.agent.last_heartbeat_at, rt.agent.last_heartbeat_error = time.time(), None
+    rt.agent.last_heartbeat_mono = time.monotonic()
     requeued = False if rt.agent.recovered else recover_lost_attempts(rt, now=now)
     return Beat(report=report, requeued=requeued)
 
@@ -104,7 +115,7 @@ def agent_health(rt: Runtime, report: ProbeReport) -> dict[str, Any]:
     }
 
 
-def recover_lost_attempts(rt: Runtime, *, now: datetime) -> bool:
+def recover_lost_attempts(rt: Runtime, *, now: datetime | None = None) -> bool:
     """Retry or fail the jobs Postgres says run on this node but no process here runs;
     whether any went back to the queue.
 

@@ -26,6 +26,8 @@ class AgentState:
     # How many jobs placement may give this node at once (None: no limit), see job_slots().
     job_slots: int | None = None
     last_heartbeat_at: float | None = None
+    # time.monotonic() of the last heartbeat that reached Postgres.
+    last_heartbeat_mono: float | None = None
     last_heartbeat_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 

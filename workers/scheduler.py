@@ -21,6 +21,7 @@ from overlay.store import cluster_state
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store.running import running_jobs
+from overlay.store.session import resolve_now
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,18 @@ class RunJobMessage:
 
 
 def schedule_pass(
-    sessions: sessionmaker[Session], settings: Settings, *, now: datetime
+    sessions: sessionmaker[Session], settings: Settings, *, now: datetime | None = None
 ) -> list[RunJobMessage]:
-    """Place what fits of the queue, record why the rest waits; return what to dispatch."""
+    """Place what fits of the queue, record why the rest waits; return what to dispatch.
+
+    ``now`` is Postgres's clock unless given (tests give one).
+    """
     with sessions.begin() as s:
         cluster_state.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
         queued = job_store.queued_jobs(s)
         if not queued:
             return []
+        now = resolve_now(s, now)
         policy = get_policy(cluster_state.active_policy(s, default=settings.scheduler_policy))
         fleet = Fleet.from_snapshots(node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s))
         messages: list[RunJobMessage] = []
@@ -76,12 +81,17 @@ def schedule_pass(
 
 
 def reconcile(
-    sessions: sessionmaker[Session], settings: Settings, *, now: datetime
+    sessions: sessionmaker[Session], settings: Settings, *, now: datetime | None = None
 ) -> list[RunJobMessage]:
     """Expire silent nodes, retry or fail their jobs, free stray GPUs, and return the
-    PLACED jobs whose run_job message must be sent again."""
+    PLACED jobs whose run_job message must be sent again.
+
+    ``now`` is Postgres's clock unless given (tests give one): node silences are
+    measured on the clock that wrote last_seen.
+    """
     with sessions.begin() as s:
         previous, paused = cluster_state.reconcile_state(s)
+        now = resolve_now(s, now)
         window = expiry_window(now, previous_tick=previous, paused_until=paused,
                                ttl_s=settings.node_ttl_s, tick_s=settings.reconcile_interval_s)
         cluster_state.save_reconcile_state(s, tick=now, paused_until=window.paused_until)

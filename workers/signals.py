@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import logging.config
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celery.signals import setup_logging, worker_init, worker_ready
@@ -60,7 +59,7 @@ def agent_ready(app: OverlayCelery) -> None:
     if not rt.is_agent:
         return
     agent_http.serve_in_background(rt)
-    beat = heartbeat.beat(rt, now=datetime.now(UTC))
+    beat = heartbeat.beat(rt)
     if beat.requeued:
         request_pass(app, rt.pass_requests)
     log.info("node %s registered: %d GPU(s), metrics %s", rt.settings.node_name,

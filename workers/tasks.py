@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 from workers import execution, scheduler
 from workers import heartbeat as node_heartbeat
@@ -21,10 +20,6 @@ from workers.queues import request_pass as _request_pass
 log = logging.getLogger(__name__)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @app.task(name=SCHEDULE_TASK)
 def schedule() -> int:
     """Place what fits of the queue and dispatch it to the nodes.
@@ -34,7 +29,7 @@ def schedule() -> int:
     """
     rt = app.runtime
     rt.pass_requests.begin()
-    messages = scheduler.schedule_pass(rt.sessions, rt.settings, now=utcnow())
+    messages = scheduler.schedule_pass(rt.sessions, rt.settings)
     send_run_jobs(messages)
     return len(messages)
 
@@ -48,14 +43,14 @@ def request_pass() -> None:
 def reconcile() -> int:
     """Beat's tick: expire silent nodes, retry their jobs, re-send lost messages, schedule."""
     rt = app.runtime
-    send_run_jobs(lost_messages(scheduler.reconcile(rt.sessions, rt.settings, now=utcnow())))
+    send_run_jobs(lost_messages(scheduler.reconcile(rt.sessions, rt.settings)))
     return schedule()
 
 
 @app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str, attempt: int) -> str | None:
     """Run one attempt of a job on this agent's node (a stale message does nothing)."""
-    outcome = execution.execute(app.runtime, job_id, attempt, clock=utcnow)
+    outcome = execution.execute(app.runtime, job_id, attempt)
     if outcome is None:
         return "ignored: stale or repeated message"
     if execution.jobs_waiting(app.runtime):  # its GPUs and slot are free: what waits may fit now
@@ -67,7 +62,7 @@ def run_job(job_id: str, attempt: int) -> str | None:
 def heartbeat() -> None:
     """Beat's broadcast: every agent samples its GPUs and says it is alive."""
     rt = app.runtime
-    if rt.is_agent and node_heartbeat.beat(rt, now=utcnow()).requeued:
+    if rt.is_agent and node_heartbeat.due(rt) and node_heartbeat.beat(rt).requeued:
         request_pass()
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from overlay.errors import DuplicateJob, GpuTaken, JobNotFound, StaleAttempt
 from overlay.model import Job, JobSpec, NodeState, Placement
 from overlay.states import TIMESTAMP_OF, JobState, check_transition
+from overlay.store.session import resolve_now
 from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
 
 # JobSpec fields stored as they are; cmd, env and node_selector change container type.
@@ -57,7 +58,7 @@ def to_job(row: JobRow) -> Job:
 
 
 def _insert_job_statement() -> TextClause:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING job_id, as text with typed parameters.
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING enqueued_at, as text with typed parameters.
 
     SQLAlchemy 2.0 gives the PostgreSQL ``insert()`` no cache key, so built as an
     expression it was compiled again on every submit.
@@ -65,15 +66,17 @@ def _insert_job_statement() -> TextClause:
     fields = [*spec_columns(JobSpec(job_id="", cmd=("",))), "state", "attempt", "gpu_indices", "log_tail",
               "enqueued_at"]
     columns = [JobRow.__mapper__.columns[f] for f in fields]
+    # enqueued_at is Postgres's clock unless the caller gives one (the one clock: store/session.py).
+    values = [f"coalesce(:{f}, clock_timestamp())" if f == "enqueued_at" else f":{f}" for f in fields]
     sql = (f"INSERT INTO {JobRow.__tablename__} ({', '.join(c.name for c in columns)}) "
-           f"VALUES ({', '.join(':' + f for f in fields)}) ON CONFLICT (job_id) DO NOTHING RETURNING job_id")
+           f"VALUES ({', '.join(values)}) ON CONFLICT (job_id) DO NOTHING RETURNING enqueued_at")
     return text(sql).bindparams(*(bindparam(f, type_=c.type) for f, c in zip(fields, columns, strict=True)))
 
 
 INSERT_JOB = _insert_job_statement()
 
 
-def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
+def insert_job(session: Session, spec: JobSpec, *, now: datetime | None = None) -> Job:
     """Store a new QUEUED job and its first event; raise DuplicateJob if the id exists.
 
     ON CONFLICT DO NOTHING keeps concurrent submits of one id from erroring in
@@ -89,10 +92,11 @@ def insert_job(session: Session, spec: JobSpec, *, now: datetime) -> Job:
     )
     # Core, not the ORM: this is the submit hot path, and every value is known already.
     # The values go as parameters, so the statement is compiled once per process.
-    if session.execute(INSERT_JOB, values).scalar_one_or_none() is None:
+    enqueued = session.execute(INSERT_JOB, values).scalar_one_or_none()
+    if enqueued is None:
         raise DuplicateJob(spec.job_id)
-    _event(session, spec.job_id, None, JobState.QUEUED, now=now, attempt=0, reason="submitted")
-    return Job(spec=spec, state=JobState.QUEUED, enqueued_at=now)
+    _event(session, spec.job_id, None, JobState.QUEUED, now=enqueued, attempt=0, reason="submitted")
+    return Job(spec=spec, state=JobState.QUEUED, enqueued_at=enqueued)
 
 
 def get_job(session: Session, job_id: str, *, lock: bool = False) -> JobRow:
@@ -151,7 +155,7 @@ def transition(
     job_id: str,
     target: JobState,
     *,
-    now: datetime,
+    now: datetime | None = None,
     reason: str | None = None,
     attempt: int | None = None,
     keep_gpus: bool = False,
@@ -177,10 +181,11 @@ class Ending:
 
 
 def _move(
-    session: Session, row: JobRow, target: JobState, *, now: datetime, reason: str | None,
+    session: Session, row: JobRow, target: JobState, *, now: datetime | None, reason: str | None,
     keep_gpus: bool = False, ending: Ending | None = None,
 ) -> Job:
     """``transition`` for a row already read and locked in this transaction."""
+    now = resolve_now(session, now)
     job_id = row.job_id
     current = row.state
     check_transition(job_id, current, target)
@@ -198,7 +203,7 @@ def _move(
     return to_job(row)
 
 
-def start(session: Session, job_id: str, *, attempt: int, node: str, now: datetime) -> Job:
+def start(session: Session, job_id: str, *, attempt: int, node: str, now: datetime | None = None) -> Job:
     """PLACED -> RUNNING if the job is PLACED for this attempt on this node.
 
     Raises StaleAttempt otherwise (a stale or redelivered message: nothing changes),
@@ -229,14 +234,14 @@ def any_queued(session: Session) -> bool:
                                       .exists())))
 
 
-def cancel(session: Session, job_id: str, *, now: datetime) -> Job:
+def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job:
     """Cancel a job. A running job keeps its GPUs until its agent has killed it."""
     row = get_job(session, job_id, lock=True)
     return _move(session, row, JobState.CANCELLED, now=now, reason="cancelled by user",
                  keep_gpus=row.state is JobState.RUNNING)
 
 
-def place(session: Session, job_id: str, placement: Placement, *, now: datetime) -> Job:
+def place(session: Session, job_id: str, placement: Placement, *, now: datetime | None = None) -> Job:
     """Record a placement: hold the GPUs, then QUEUED -> PLACED with a new attempt.
 
     Raises GpuTaken if another job holds one of the GPUs (the allocations'
@@ -244,6 +249,7 @@ def place(session: Session, job_id: str, placement: Placement, *, now: datetime)
     """
     row = get_job(session, job_id, lock=True)
     check_transition(job_id, row.state, JobState.PLACED)
+    now = resolve_now(session, now)
     if placement.gpus:
         try:
             with session.begin_nested():
@@ -307,7 +313,7 @@ def finish(
     *,
     attempt: int,
     target: JobState,
-    now: datetime,
+    now: datetime | None = None,
     reason: str | None,
     ending: Ending,
 ) -> Job:

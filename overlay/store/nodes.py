@@ -14,6 +14,7 @@ from overlay.errors import NodeNotFound
 from overlay.liveness import silence_cutoff
 from overlay.model import GpuDevice, NodeInfo, NodeSnapshot, NodeState, ProbeReport
 from overlay.states import JobState
+from overlay.store.session import resolve_now
 from overlay.store.tables import GpuAllocationRow, GpuRow, JobRow, NodeRow
 
 GPU_FIELDS = (
@@ -31,9 +32,14 @@ def record_heartbeat(
     labels: dict[str, str],
     report: ProbeReport,
     agent_health: dict[str, Any],
-    now: datetime,
+    now: datetime | None = None,
 ) -> None:
-    """Upsert the node (online, seen now) and replace its GPU rows with what the probe saw."""
+    """Upsert the node (online, seen now) and replace its GPU rows with what the probe saw.
+
+    ``now`` is Postgres's clock unless given: last_seen is compared with the
+    scheduler's now, so it must not come from the agent's own clock.
+    """
+    now = resolve_now(session, now)
     node = dict(hostname=hostname, labels=labels, state=NodeState.ONLINE.value,
                 agent_health=agent_health, last_seen=now)
     session.execute(
@@ -76,19 +82,20 @@ def set_draining(session: Session, name: str, draining: bool) -> None:
         raise NodeNotFound(name)
 
 
-def live_snapshots(session: Session, *, now: datetime, ttl_s: float) -> list[NodeSnapshot]:
+def live_snapshots(session: Session, *, now: datetime | None = None, ttl_s: float) -> list[NodeSnapshot]:
     """Snapshots of the nodes placement may use: live as ``node_infos`` judges."""
     return [info.snapshot for info in node_infos(session, now=now, ttl_s=ttl_s)]
 
 
 def node_infos(
-    session: Session, *, now: datetime, ttl_s: float, include_offline: bool = False
+    session: Session, *, now: datetime | None = None, ttl_s: float, include_offline: bool = False
 ) -> list[NodeInfo]:
     """Every live node (and the dead ones if asked) with GPUs and GPU holders, by name.
 
     Live: online, and seen within ``ttl_s`` unless no node at all has been
     (overlay/liveness.py ``silence_cutoff``: then beat is away, not the fleet).
     """
+    now = resolve_now(session, now)
     freshest = session.scalar(
         select(func.max(NodeRow.last_seen)).where(NodeRow.state == NodeState.ONLINE.value)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -30,6 +31,21 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=pool_size * 2,
         connect_args={"connect_timeout": 3},
     )
+
+
+def db_now(session: Session) -> datetime:
+    """Postgres's clock, now: the one clock every stored timestamp is read from.
+
+    Agents, the API and the scheduler run on hosts whose clocks disagree; liveness,
+    retries and latency figures compare timestamps written by all of them, so none
+    of those timestamps may come from a host's own clock.
+    """
+    return session.execute(text("select clock_timestamp()")).scalar_one()  # type: ignore[no-any-return]
+
+
+def resolve_now(session: Session, now: datetime | None) -> datetime:
+    """``now`` when a caller gives one (tests do), else Postgres's clock."""
+    return now if now is not None else db_now(session)
 
 
 def ping(session: Session) -> None:
