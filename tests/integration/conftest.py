@@ -8,8 +8,8 @@ import pytest
 
 from tests.integration.harness import ZONES, Stack
 
-# The fixtures whose Stack's output a failing test prints.
-STACK_FIXTURES = ("stack", "cluster")
+# The fixtures whose Stack's output a failing test prints, the bare stack first.
+STACK_FIXTURES = ("stack", "two_nodes", "cluster")
 
 
 @pytest.fixture
@@ -29,10 +29,19 @@ def two_nodes(stack: Stack) -> Stack:
 
 @pytest.fixture(autouse=True)
 def output_on_failure(request) -> Iterator[None]:
-    """When a test fails, print the output of the Stack it used."""
+    """When a test fails, or a fixture starting its processes does, print the output of the
+    Stack it used."""
     # Taken before the test: after it, a function-scoped stack may already be torn down.
-    named = [request.getfixturevalue(n) for n in STACK_FIXTURES if n in request.fixturenames]
-    used = {id(v): v for v in named if isinstance(v, Stack)}
+    used: dict[int, Stack] = {}
+    for name in (n for n in STACK_FIXTURES if n in request.fixturenames):
+        try:
+            value = request.getfixturevalue(name)
+        except BaseException:
+            for s in used.values():  # e.g. two_nodes failed to start on stack
+                print(s.all_output())
+            raise
+        if isinstance(value, Stack):
+            used[id(value)] = value
     yield
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
