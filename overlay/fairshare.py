@@ -16,9 +16,6 @@ from overlay.model import JobSpec
 from overlay.queueing import Queued, queue_key
 
 HALF_LIFE_S = 7 * 86400.0  # FAIRSHARE_HALF_LIFE's default: a week
-# A user with no usage of their own still inherits part of their account's: the local usage
-# ratio is floored here so that the depth-oblivious formula below stays defined.
-LOCAL_RATIO_FLOOR = 0.01
 
 UserKey = tuple[str, str]  # (account, user)
 Q = TypeVar("Q", bound=Queued)
@@ -51,11 +48,13 @@ class Usage:
 @dataclass(frozen=True, kw_only=True)
 class Weights:
     """How much each factor counts (Slurm's PriorityWeight*). A job's priority is
-    ``priority × its own priority + age × min(age / max_age_s, 1) + fairshare × F``."""
+    ``priority × its own priority + age × min(age / max_age_s, 1) + fairshare × F_account
+    + user × F_user``."""
 
     priority: float = 100.0  # per point of the job's own priority (-1000..1000)
     age: float = 1000.0
     fairshare: float = 10000.0
+    user: float = 100.0  # small: it orders an account's users, not the accounts
     max_age_s: float = 7 * 86400.0
 
 
@@ -68,8 +67,10 @@ class Priority:
     priority: float
     age: float
     fairshare: float
+    user: float
     age_factor: float
     fairshare_factor: float
+    user_factor: float
 
 
 # -- usage ---------------------------------------------------------------------------------------
@@ -145,29 +146,25 @@ def usage_ratio(usage: Usage, shares: Mapping[str, float], account: str) -> floa
     return used / share if share > 0 else math.inf
 
 
-def fairshare_factor(usage: Usage, shares: Mapping[str, float], *, account: str, user: str) -> float:
-    """F = 2^(-R) in 0..1: 1 for no usage, 0.5 when usage matches share, less above it.
+def fairshare_factor(usage: Usage, shares: Mapping[str, float], *, account: str) -> float:
+    """Slurm's classic F = 2^(-U/S) for ``account``, in 0..1: 1 with no usage, 0.5 when its
+    part of the usage matches its part of the shares, less above it."""
+    return 2.0 ** -usage_ratio(usage, shares, account)
 
-    For the account, R = U/S (Slurm's classic formula, with U and S normalized). A user of
-    the account has an equal part of it among the users that used it; following Slurm's
-    depth-oblivious variant R_user = R_account × rl^k, rl being the user's usage against
-    that equal part, and k < 1 pulling towards the account's R when the account is off its
-    share in the other direction. A user who used exactly their part gets the account's F.
+
+def user_factor(usage: Usage, *, account: str, user: str) -> float:
+    """2^(-u) for ``user`` within ``account``, u being their usage over an equal part of the
+    account's among its users (those with usage, and this one): 0.5 at their part.
+
+    It orders an account's users among themselves; accounts are ordered by the account's
+    factor, so that an account with many users gets its share and no more (Slurm's Fair
+    Tree ranks accounts before users for the same reason).
     """
-    r_account = usage_ratio(usage, shares, account)
-    return 2.0 ** -(r_account * _local_ratio(usage, account, user, r_account))
-
-
-def _local_ratio(usage: Usage, account: str, user: str, r_account: float) -> float:
     account_used = usage.accounts.get(account, 0.0)
-    if account_used <= 0 or math.isinf(r_account):
+    if account_used <= 0:
         return 1.0
     users = {u for (a, u) in usage.users if a == account} | {user}
-    local = max(usage.users.get((account, user), 0.0) / account_used * len(users), LOCAL_RATIO_FLOOR)
-    if math.log(r_account) * math.log(local) >= 0:
-        return local
-    k = 1.0 / (1.0 + (5.0 * math.log(r_account)) ** 2)
-    return float(local**k)
+    return 2.0 ** -(usage.users.get((account, user), 0.0) / account_used * len(users))
 
 
 # -- the priority ----------------------------------------------------------------------------------
@@ -185,10 +182,12 @@ def job_priority(spec: JobSpec, enqueued_at: datetime | None, *, now: datetime, 
                  shares: Mapping[str, float], weights: Weights = Weights()) -> Priority:
     """``spec``'s multifactor priority at ``now`` and its parts (``Weights`` says how)."""
     age = age_factor(enqueued_at, now=now, max_age_s=weights.max_age_s)
-    fair = fairshare_factor(usage, shares, account=spec.account, user=spec.user)
-    parts = (weights.priority * spec.priority, weights.age * age, weights.fairshare * fair)
-    return Priority(value=sum(parts), priority=parts[0], age=parts[1], fairshare=parts[2],
-                    age_factor=age, fairshare_factor=fair)
+    fair = fairshare_factor(usage, shares, account=spec.account)
+    mine = user_factor(usage, account=spec.account, user=spec.user)
+    parts = (weights.priority * spec.priority, weights.age * age, weights.fairshare * fair,
+             weights.user * mine)
+    return Priority(value=sum(parts), priority=parts[0], age=parts[1], fairshare=parts[2], user=parts[3],
+                    age_factor=age, fairshare_factor=fair, user_factor=mine)
 
 
 def multifactor_order(*, now: datetime, usage: Usage, shares: Mapping[str, float],
@@ -196,16 +195,17 @@ def multifactor_order(*, now: datetime, usage: Usage, shares: Mapping[str, float
     """A queue order for ``plan_pass``: highest multifactor priority first, ties in
     ``queue_key`` order (own priority, age, job_id)."""
     def order(jobs: Iterable[Q]) -> list[Q]:
-        factors: dict[UserKey, float] = {}
+        factors: dict[UserKey, float] = {}  # the weighted fair-share parts, per account and user
 
         def key(job: Q) -> tuple[float, tuple[int, bool, datetime, str]]:
             spec = job.spec
             fair = factors.get((spec.account, spec.user))
             if fair is None:
-                fair = factors[spec.account, spec.user] = fairshare_factor(
-                    usage, shares, account=spec.account, user=spec.user)
+                fair = factors[spec.account, spec.user] = (
+                    weights.fairshare * fairshare_factor(usage, shares, account=spec.account)
+                    + weights.user * user_factor(usage, account=spec.account, user=spec.user))
             age = age_factor(job.enqueued_at, now=now, max_age_s=weights.max_age_s)
-            value = weights.priority * spec.priority + weights.age * age + weights.fairshare * fair
+            value = weights.priority * spec.priority + weights.age * age + fair
             return (-value, queue_key(job))
 
         return sorted(jobs, key=key)

@@ -20,16 +20,28 @@ import heapq
 import math
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from overlay.backlog import Backlog
+from overlay.fairshare import (
+    HALF_LIFE_S,
+    Usage,
+    UserKey,
+    Weights,
+    advance,
+    multifactor_order,
+    normalized_share,
+)
 from overlay.fleet import Fleet, Shape, shape_of
 from overlay.model import NodeSnapshot, NodeState, NoFit, Placement
 from overlay.placement import place
 from overlay.policies import Policy
-from overlay.queueing import queue_key
-from overlay.workload import SimJob
+from overlay.queueing import plan_pass, queue_key
+from overlay.quota import Quota, QuotaGate
+from overlay.workload import EPOCH, SimJob
 
 QueueKey = tuple[int, bool, datetime, str]
 
@@ -52,6 +64,36 @@ class Sample:
     at_s: float
     busy_gpus: int
     queued: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sharing:
+    """Accounts' shares and quotas, and how fair share weighs and forgets usage."""
+
+    shares: Mapping[str, float] = field(default_factory=dict)
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
+    weights: Weights = field(default_factory=Weights)
+    half_life_s: float = HALF_LIFE_S
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountUse:
+    """What one account got. ``share`` is its part of all shares (None: no shares given).
+
+    *Contended* time is when every account of the workload had jobs waiting: then fair
+    share decides who runs, and ``contended_use`` (its part of the GPU-seconds held then)
+    is what to hold against ``share``. ``borrowed`` counts jobs placed beyond its quota.
+    """
+
+    account: str
+    share: float | None
+    quota: int | None
+    jobs: int
+    placed: int
+    borrowed: int
+    gpu_hours: float
+    contended_gpu_hours: float
+    contended_use: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +128,8 @@ class SimResult:
     starve_after_s: float
     starved: int
     samples: tuple[Sample, ...]
+    accounts: tuple[AccountUse, ...] = ()
+    contended_s: float = 0.0
 
 
 class _Group:
@@ -221,7 +265,9 @@ class _Run:
             if not isinstance(outcome, Placement):
                 continue  # this group is done for the pass: capacity only shrinks from here
             heapq.heappop(group.heap)
-            self.start(job, outcome, now, self.shapes[group.shape])
+            self.fleet.allocate(outcome.node, outcome.gpus)
+            self.shapes[group.shape].waiting -= 1
+            self.start(job, outcome, now)
             if group.heap:
                 heapq.heappush(heads, (group.heap[0][0], id(group), group))
         # Whatever still waits in these shapes failed against at least this much capacity.
@@ -242,17 +288,125 @@ class _Run:
             return -1
         return found.buckets[-1][0]
 
-    def start(self, job: SimJob, placement: Placement, now: float, entry: _Shape) -> None:
-        self.fleet.allocate(placement.node, placement.gpus)
+    def start(self, job: SimJob, placement: Placement, now: float) -> None:
+        """``job`` starts on ``placement`` (already allocated in the Fleet) at ``now``."""
         heapq.heappush(self.running, (now + job.duration_s, self.seq, placement.node, placement.gpus, job))
         self.seq += 1
         self.busy += len(placement.gpus)
         self.waiting -= 1
-        entry.waiting -= 1
         self.waits.append(now - job.submit_s)
         if self.observer:
             self.observer(SimEvent(kind="start", at_s=now, job=job, node=placement.node,
                                    gpus=placement.gpus))
+
+
+class _SharedRun(_Run):
+    """``_Run``'s loop with accounts: each pass is ``plan_pass`` itself, in multifactor order
+    (fair share reorders the queue at every moment) and through a QuotaGate.
+
+    It is given only the jobs that could be placed: the first free-GPUs / GPUs of each
+    backlog (``Backlog``), since in a pass capacity and quota room only shrink and a
+    backlog's jobs are refused in its order. With per-model quotas it is given every job
+    (a later job could land on another model), and a pass costs the whole queue.
+    """
+
+    def __init__(self, nodes: Sequence[NodeSnapshot], policy: Policy,
+                 observer: Callable[[SimEvent], None] | None, sharing: Sharing) -> None:
+        super().__init__(nodes, policy, observer)
+        self.sharing = sharing
+        self.gate = QuotaGate(sharing.quotas, nodes)
+        self.whole_queue = any(q.models for q in sharing.quotas.values())
+        self.backlogs: dict[tuple[str, str, int, Shape], Backlog] = {}
+        self.feasible: dict[tuple[int, Shape], bool] = {}
+        self.usage = Usage(at=EPOCH)
+        self.holding: Counter[UserKey] = Counter()
+        self.queued: Counter[str] = Counter()  # jobs waiting, per account
+        self.submitted: Counter[str] = Counter()
+        self.placed: Counter[str] = Counter()
+        self.borrowed: Counter[str] = Counter()
+        self.gpu_seconds: defaultdict[str, float] = defaultdict(float)
+        self.contended: defaultdict[str, float] = defaultdict(float)
+        self.contended_s = 0.0
+
+    def integrate(self, dt: float, *, in_window: bool) -> None:
+        super().integrate(dt, in_window=in_window)
+        if dt > 0 and all(self.queued[account] for account in self.submitted):
+            self.contended_s += dt
+            for (account, _), gpus in self.holding.items():
+                self.contended[account] += gpus * dt
+
+    def enqueue(self, job: SimJob) -> None:
+        spec = job.spec
+        shape = shape_of(spec)
+        if (spec.gpus, shape) not in self.feasible:
+            found = self.idle_fleet.candidates(spec)
+            self.feasible[spec.gpus, shape] = not isinstance(found, NoFit) and bool(found.buckets)
+        self.jobs += 1
+        self.submitted[spec.account] += 1
+        if not self.feasible[spec.gpus, shape]:
+            self.unplaceable += 1
+            return
+        key = (spec.account, spec.user, spec.gpus, shape)
+        backlog = self.backlogs.get(key)
+        if backlog is None:
+            backlog = self.backlogs[key] = Backlog(spec.gpus, self.sharing.weights)
+        backlog.push(job)
+        self.queued[spec.account] += 1
+        self.waiting += 1
+        self.max_queue = max(self.max_queue, self.waiting)
+
+    def schedule(self, now: float) -> None:
+        at = self.carry(now)
+        free = self.total - self.busy
+        taken = {key: b.take(b.size if self.whole_queue or not b.gpus else free // b.gpus, at)
+                 for key, b in self.backlogs.items()}
+        order = multifactor_order(now=at, usage=self.usage, shares=self.sharing.shares,
+                                  weights=self.sharing.weights)
+        candidates = {job.spec.job_id: job for jobs in taken.values() for job in jobs}
+        decisions = plan_pass(candidates.values(), self.fleet, policy=self.policy, order=order,
+                              admit=self.gate)
+        self.decisions += len(decisions)
+        placed = {d.job_id: d.outcome for d in decisions if isinstance(d.outcome, Placement)}
+        for key, jobs in taken.items():
+            self.backlogs[key].put_back(jobs, placed)
+        for decision in decisions:
+            if isinstance(decision.outcome, Placement):
+                self.begin(candidates[decision.job_id], decision.outcome, now, borrowed=decision.borrowed)
+
+    def begin(self, job: SimJob, placement: Placement, now: float, *, borrowed: bool) -> None:
+        spec = job.spec
+        self.queued[spec.account] -= 1
+        self.placed[spec.account] += 1
+        self.borrowed[spec.account] += borrowed
+        self.holding[spec.account, spec.user] += len(placement.gpus)
+        self.gpu_seconds[spec.account] += len(placement.gpus) * job.duration_s
+        self.start(job, placement, now)
+
+    def end(self, now: float) -> None:
+        self.carry(now)  # the ending job held its GPUs up to now
+        _, _, node, gpus, job = self.running[0]
+        super().end(now)
+        self.holding[job.spec.account, job.spec.user] -= len(gpus)
+        self.gate.release(job.spec.account, Placement(node=node, gpus=gpus))
+
+    def carry(self, now: float) -> datetime:
+        """Usage carried to ``now`` with what has been held since it was last carried."""
+        at = EPOCH + timedelta(seconds=now)
+        running = {key: gpus for key, gpus in self.holding.items() if gpus}
+        self.usage = advance(self.usage, now=at, running=running, half_life_s=self.sharing.half_life_s)
+        return at
+
+    def uses(self) -> tuple[AccountUse, ...]:
+        """Each account's figures, accounts of the shares first, then the workload's."""
+        shares, quotas = self.sharing.shares, self.sharing.quotas
+        contended = sum(self.contended.values())
+        names = dict.fromkeys([*shares, *quotas, *sorted(self.submitted)])
+        return tuple(AccountUse(
+            account=a, share=normalized_share(shares, a) if shares else None,
+            quota=quotas[a].gpus if a in quotas else None, jobs=self.submitted[a], placed=self.placed[a],
+            borrowed=self.borrowed[a], gpu_hours=self.gpu_seconds[a] / 3600,
+            contended_gpu_hours=self.contended[a] / 3600,
+            contended_use=self.contended[a] / contended if contended else 0.0) for a in names)
 
 
 def simulate(
@@ -263,14 +417,17 @@ def simulate(
     starve_after_s: float = 3600.0,
     sample_every_s: float = 0.0,
     observer: Callable[[SimEvent], None] | None = None,
+    sharing: Sharing | None = None,
 ) -> SimResult:
     """Replay ``jobs`` (in submit order) on ``nodes`` under ``policy``; sample the fleet every
     ``sample_every_s`` simulated seconds of the window (0: never); tell ``observer`` of every
-    start and end.
+    start and end. With ``sharing``, jobs are ordered by multifactor priority (fair share
+    among their accounts) and held to their accounts' quotas, and the result has each
+    account's use.
 
     Raises ValueError when the jobs are out of submit order, and what ``place`` raises.
     """
-    sim = _Run(nodes, policy, observer)
+    sim = _Run(nodes, policy, observer) if sharing is None else _SharedRun(nodes, policy, observer, sharing)
     samples = sim.run(jobs, sample_every_s=sample_every_s)
     waits = sorted(sim.waits)
     capacity = sim.total * sim.window
@@ -285,6 +442,8 @@ def simulate(
         wait_p99_s=percentile(waits, 99), wait_max_s=waits[-1] if waits else 0.0,
         starve_after_s=starve_after_s, starved=len(waits) - bisect_right(waits, starve_after_s),
         samples=tuple(samples),
+        accounts=sim.uses() if isinstance(sim, _SharedRun) else (),
+        contended_s=sim.contended_s if isinstance(sim, _SharedRun) else 0.0,
     )
 
 

@@ -21,6 +21,7 @@ from overlay.fairshare import (
     fold_usage,
     job_priority,
     multifactor_order,
+    user_factor,
 )
 from overlay.model import JobSpec
 from overlay.queueing import QueuedJob
@@ -112,13 +113,13 @@ def test_usage_equal_to_share_gives_a_factor_of_one_half():
     # 60/40 shares, used 60/40
     book = usage(vision=600.0, nlp=400.0)
     shares = {"vision": 60, "nlp": 40}
-    assert fairshare_factor(book, shares, account="vision", user="alice") == pytest.approx(0.5)
-    assert fairshare_factor(book, shares, account="nlp", user="alice") == pytest.approx(0.5)
+    assert fairshare_factor(book, shares, account="vision") == pytest.approx(0.5)
+    assert fairshare_factor(book, shares, account="nlp") == pytest.approx(0.5)
 
 
 def test_more_usage_gives_a_lower_factor():
     shares = {"vision": 1, "nlp": 1}
-    factors = [fairshare_factor(usage(vision=used, nlp=100.0), shares, account="vision", user="alice")
+    factors = [fairshare_factor(usage(vision=used, nlp=100.0), shares, account="vision")
                for used in (0.0, 50.0, 100.0, 200.0, 800.0)]
     assert factors[0] == 1.0
     assert factors == sorted(factors, reverse=True) and len(set(factors)) == len(factors)
@@ -126,39 +127,40 @@ def test_more_usage_gives_a_lower_factor():
 
 def test_an_account_without_a_share_drops_to_zero_once_it_uses_anything():
     book = usage(vision=100.0, rogue=1.0)
-    assert fairshare_factor(book, {"vision": 1}, account="rogue", user="alice") == 0.0
-    assert fairshare_factor(usage(vision=100.0), {"vision": 1}, account="rogue", user="alice") == 1.0
+    assert fairshare_factor(book, {"vision": 1}, account="rogue") == 0.0
+    assert fairshare_factor(usage(vision=100.0), {"vision": 1}, account="rogue") == 1.0
 
 
 def test_with_no_shares_configured_accounts_count_as_equal():
     book = usage(vision=300.0, nlp=100.0)
-    assert fairshare_factor(book, {}, account="vision", user="alice") == pytest.approx(2 ** -1.5)
-    assert fairshare_factor(book, {}, account="nlp", user="alice") == pytest.approx(2 ** -0.5)
+    assert fairshare_factor(book, {}, account="vision") == pytest.approx(2 ** -1.5)
+    assert fairshare_factor(book, {}, account="nlp") == pytest.approx(2 ** -0.5)
 
 
-def test_a_user_who_used_their_part_of_the_account_gets_the_account_factor_and_a_heavier_user_less():
-    # Given an account at its share, used 3:1 by two users
+def test_users_are_ordered_within_their_account_and_the_account_factor_is_theirs_alike():
+    # Given an account at its share, used 3:1 by two users, and an account of one user
     book = Usage(at=T0, accounts={"vision": 400.0, "nlp": 400.0},
                  users={("vision", "alice"): 300.0, ("vision", "bob"): 100.0, ("nlp", "carol"): 400.0})
-    shares = {"vision": 1, "nlp": 1}
-    account = fairshare_factor(book, shares, account="nlp", user="carol")
-    heavy = fairshare_factor(book, shares, account="vision", user="alice")
-    light = fairshare_factor(book, shares, account="vision", user="bob")
-    # Then carol (the only user of nlp) has her account's 0.5; alice less, bob more
-    assert account == pytest.approx(0.5)
-    assert heavy < account < light
+    # Then vision's factor is its share's 0.5 for both users; within it alice (1.5 times her
+    # equal part) ranks below bob (0.5 times it); carol used exactly her part
+    assert fairshare_factor(book, {"vision": 1, "nlp": 1}, account="vision") == pytest.approx(0.5)
+    assert user_factor(book, account="vision", user="alice") == pytest.approx(2 ** -1.5)
+    assert user_factor(book, account="vision", user="bob") == pytest.approx(2 ** -0.5)
+    assert user_factor(book, account="nlp", user="carol") == pytest.approx(0.5)
+    assert user_factor(book, account="vision", user="dave") == 1.0  # a new user: nothing used yet
 
 
 # -- the priority ------------------------------------------------------------------------------------
 
 def test_a_priority_is_the_sum_of_its_weighted_parts():
-    weights = Weights(priority=10, age=100, fairshare=1000, max_age_s=DAY.total_seconds())
+    weights = Weights(priority=10, age=100, fairshare=1000, user=10, max_age_s=DAY.total_seconds())
     spec = JobSpec(job_id="j", cmd=("true",), priority=3, account="vision", user="alice")
     p = job_priority(spec, T0, now=T0 + DAY / 2, usage=usage(vision=1.0, nlp=1.0),
                      shares={"vision": 1, "nlp": 1}, weights=weights)
     assert (p.priority, p.age, p.age_factor) == (30, 50, 0.5)
     assert p.fairshare_factor == pytest.approx(0.5) and p.fairshare == pytest.approx(500)
-    assert p.value == pytest.approx(580)
+    assert p.user_factor == pytest.approx(0.5) and p.user == pytest.approx(5)
+    assert p.value == pytest.approx(585)
 
 
 def test_age_counts_up_to_the_maximum_age_and_no_further():
