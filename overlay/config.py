@@ -45,6 +45,15 @@ class Settings:
     gpu_metrics_mode: str = "auto"
     fake_gpus: str = ""
     log_dir: str = "var/logs"
+    # The node's attempts (workers/attempts.py): what each supervisor runs, its lease, its outcome.
+    state_dir: str = "var/state"
+    # A supervisor kills its job when the agent has not renewed its lease for this long;
+    # an agent refuses to start unless it is below NODE_TTL_S.
+    fence_s: float = 10.0
+    # A job's log stops growing here (one marker line says so); 0: no cap.
+    log_max_bytes: int = 1024 * 1024 * 1024
+    # Where the GPUs' device nodes (nvidia0, nvidia1, ...) are; a job may open only its own.
+    device_dir: str = "/dev"
     executor: str = "subprocess"
     job_user: str = ""
     overlay_api_token: str = ""
@@ -74,7 +83,7 @@ class Settings:
         _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
         if self.log_level:
             _one_of("LOG_LEVEL", self.log_level.upper(), LOG_LEVELS)
-        for name in ("heartbeat_interval_s", "reconcile_interval_s", "node_ttl_s"):
+        for name in ("heartbeat_interval_s", "reconcile_interval_s", "node_ttl_s", "fence_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0", setting=name.upper())
 

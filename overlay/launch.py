@@ -12,6 +12,8 @@ from overlay.model import JobSpec
 # (tokens, database URLs) may leak into user code.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
 RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OVERLAY_JOB_ID"})
+# How a capped log's marker line begins (the API reports ``truncated`` when the log ends with it).
+LOG_TRUNCATED = "=== overlay: log truncated"
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
@@ -57,3 +59,8 @@ def log_path(log_dir: str, job_id: str) -> Path:
     """Where a job's output goes. job_id is limited to [A-Za-z0-9._-] and never only
     dots, so the path cannot leave ``log_dir``."""
     return Path(log_dir) / f"{job_id}.log"
+
+
+def log_truncated_marker(max_bytes: int) -> str:
+    """The line that ends a log whose job wrote more than LOG_MAX_BYTES."""
+    return f"\n{LOG_TRUNCATED} at LOG_MAX_BYTES={max_bytes}; the job's further output was dropped ===\n"

@@ -17,6 +17,8 @@ from overlay.states import JobState
 class NodeState(enum.StrEnum):
     ONLINE = "online"
     DRAINING = "draining"
+    # Its agent got SIGTERM: no new work; its jobs go on under their supervisors.
+    STOPPING = "stopping"
     OFFLINE = "offline"
 
 
@@ -35,6 +37,8 @@ class JobSpec:
     priority: int = 0
     timeout_s: int | None = None
     max_retries: int = 0
+    # The job's memory limit (its cgroup's), MiB; 0: none.
+    memory_mb: int = 0
     # Who runs it: fair share and quotas count by these (overlay.fairshare, overlay.quota).
     account: str = "default"
     user: str = "default"

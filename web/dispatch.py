@@ -6,7 +6,7 @@ import logging
 
 from celery import Celery
 
-from workers.queues import PassRequests, request_pass
+from workers.queues import CANCEL_TASK, PassRequests, assign_queue, request_pass
 
 log = logging.getLogger(__name__)
 
@@ -33,4 +33,15 @@ class Dispatcher:
             return True
         except Exception as e:
             log.warning("could not reach the broker to schedule (%s); reconcile will", e)
+            return False
+
+    def cancel(self, node: str, job_id: str, attempt: int) -> bool:
+        """Tell ``node``'s agent to kill the attempt now; False (and a warning) if the broker
+        is down (the agent's heartbeat check kills it anyway, a few seconds later)."""
+        try:
+            self.celery.send_task(CANCEL_TASK, args=[job_id, attempt], queue=assign_queue(node),
+                                  retry=False)
+            return True
+        except Exception as e:
+            log.warning("could not send the cancel of %s to %s (%s); its agent's check will", job_id, node, e)
             return False

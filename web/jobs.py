@@ -142,6 +142,8 @@ class JobCancel(MethodView):
         svc = deps()
         with svc.transaction() as s:
             job = store.cancel(s, job_id, now=svc.clock())
+        if job.node is not None and job.attempt:
+            svc.dispatcher.cancel(job.node, job_id, job.attempt)
         log.info("job %s cancelled by user", job_id,
                  extra=job_fields(job_id, job.node, state=job.state.value, attempt=job.attempt))
         return job_view(job)

@@ -77,6 +77,9 @@ class JobSubmitSchema(Schema):
     timeout_s = StrictInt(load_default=None, allow_none=True,
                           validate=validate.Range(min=1, max=30 * 24 * 3600))
     max_retries = StrictInt(load_default=0, validate=validate.Range(min=0, max=100))
+    memory_mb = StrictInt(load_default=0, validate=validate.Range(min=0, max=100_000_000),
+                          metadata={"description": "memory limit of the job's processes, MiB "
+                                                   "(0: none); past it the job fails, out of memory"})
 
     @validates("job_id")
     def _not_only_dots(self, value: str, **_: Any) -> None:
@@ -125,6 +128,7 @@ class JobRequestSchema(Schema):
     priority = fields.Integer()
     timeout_s = fields.Integer(allow_none=True)
     max_retries = fields.Integer()
+    memory_mb = fields.Integer()
 
 
 class JobSchema(Schema):

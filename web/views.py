@@ -38,6 +38,7 @@ def job_view(job: Job) -> dict[str, Any]:
             "priority": spec.priority,
             "timeout_s": spec.timeout_s,
             "max_retries": spec.max_retries,
+            "memory_mb": spec.memory_mb,
         },
     }
 

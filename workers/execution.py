@@ -4,26 +4,26 @@ record how it ended. Functions appear in the order an attempt calls them."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
 from overlay.errors import InvalidTransition, JobNotFound, StaleAttempt
-from overlay.launch import job_argv, job_env, log_path
+from overlay.launch import job_argv, log_path
 from overlay.logfmt import job_fields
 from overlay.model import Job
 from overlay.states import JobState
 from overlay.store import jobs as job_store
-from workers import orphans, runner
+from workers import runner, supervision
+from workers.attempts import AttemptDir
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
-CANCEL_POLL_S = 0.5
 
 
 def postgres_clock() -> datetime | None:
@@ -75,18 +75,23 @@ def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime | None = None
     return job
 
 
-def run_started(rt: Runtime, job: Job, *, clock: Clock = postgres_clock) -> runner.Outcome:
-    """Run a started attempt to its end, holding its GPUs meanwhile, and record the end."""
+def run_started(rt: Runtime, job: Job, *, clock: Clock = postgres_clock) -> runner.Outcome | None:
+    """Run a started attempt to its end, holding its GPUs meanwhile, and record the end;
+    None if this agent is stopping first (its supervisor goes on, the next agent reports it)."""
     path = log_file(rt, job.job_id)
-    with open(path, "a") as out:
-        out.write(f"=== overlay: {job.job_id} attempt {job.attempt} on {rt.settings.node_name}, "
-                  f"CUDA_VISIBLE_DEVICES={','.join(map(str, job.gpus))} ===\n")
+    header = (f"=== overlay: {job.job_id} attempt {job.attempt} on {rt.settings.node_name}, "
+              f"CUDA_VISIBLE_DEVICES={','.join(map(str, job.gpus))} ===\n")
     rt.agent.hold(job.job_id, job.gpus)
     try:
-        outcome = launch(rt, job, path)
+        outcome = launch(rt, job, path, header)
     finally:
         rt.agent.free(job.job_id)
+    if outcome is None:
+        log.info("job %s: agent stopping; attempt %s goes on under its supervisor", job.job_id,
+                 job.attempt, extra=job_fields(job.job_id, job.node, attempt=job.attempt))
+        return None
     record_end(rt, job, outcome, path, clock=clock)
+    forget(rt, supervision.attempt_dir(rt, job.job_id, job.attempt))
     return outcome
 
 
@@ -96,80 +101,63 @@ def log_file(rt: Runtime, job_id: str) -> Path:
     return path
 
 
-def launch(rt: Runtime, job: Job, path: Path) -> runner.Outcome:
-    """Run the job's command (or the fake executor) until it ends, is cancelled or times out."""
-    should_stop = stop_check(rt, job.job_id, job.attempt)
+def launch(rt: Runtime, job: Job, path: Path, header: str) -> runner.Outcome | None:
+    """Run the job's command under its supervisor (or the fake executor here) until it
+    ends, is cancelled, times out or is fenced."""
     if rt.settings.executor == "fake":
-        return runner.fake_run(job.spec.cmd, log_path=path, should_stop=should_stop)
+        with open(path, "a") as out:
+            out.write(header)
+        return runner.fake_run(job.spec.cmd, log_path=path,
+                               should_stop=lambda: rt.agent.stop_reason(job.job_id, job.attempt))
     argv = job_argv(job.spec)
     if job.spec.image and shutil.which(argv[0]) is None:
         reason = f"apptainer is not installed on node {rt.settings.node_name}"
         with open(path, "a") as out:
-            out.write(f"overlay: {reason}\n")
+            out.write(f"{header}overlay: {reason}\n")
         return runner.Outcome(exit_code=None, reason=reason)
-    env = job_env(job.spec, job.gpus, agent_env=os.environ, attempt=job.attempt)
-    user = rt.settings.job_user if os.geteuid() == 0 and rt.settings.job_user else None
-    if user:
-        env.update(user_env(user))
-    pidfile = PidFile(orphans.running_dir(rt.settings.log_dir, rt.settings.node_name), job)
+    return supervision.run(rt, job, path, header)
+
+
+def report_found(rt: Runtime, directory: AttemptDir) -> None:
+    """Wait for an attempt a previous agent process started, and record its end."""
     try:
-        return runner.run(argv, env, log_path=path, timeout_s=job.spec.timeout_s,
-                          should_stop=should_stop, user=user, on_start=pidfile.write)
+        outcome = supervision.wait(rt, directory)
+        if outcome is None:
+            return  # stopping: the next agent process reports it
+        job = read_attempt(rt, directory)
+        if job is not None:
+            rt.agent.hold(job.job_id, job.gpus)
+            try:
+                record_end(rt, job, outcome, log_file(rt, job.job_id))
+            finally:
+                rt.agent.free(job.job_id)
+        forget(rt, directory)
     finally:
-        pidfile.remove()
+        rt.agent.unsupervise(directory)
+        rt.agent.unclaim(directory.job_id, directory.attempt)
 
 
-def stop_check(rt: Runtime, job_id: str, attempt: int) -> Callable[[], str | None]:
-    """A check, throttled to one query per CANCEL_POLL_S, that says why to stop (or None)."""
-    next_at = 0.0
-
-    def check() -> str | None:
-        nonlocal next_at
-        if time.monotonic() < next_at:
-            return None
-        next_at = time.monotonic() + CANCEL_POLL_S
+def read_attempt(rt: Runtime, directory: AttemptDir) -> Job | None:
+    """The job of an attempt directory, as of that attempt (None if the job is gone);
+    waits for Postgres while it is away."""
+    delay = 0.5
+    while True:
         try:
             with rt.sessions() as s:
-                state, current = job_store.attempt_state(s, job_id)
-        except OperationalError:
-            return None  # Postgres away: keep running, the end is recorded when it is back
+                job = job_store.read_job(s, directory.job_id)
+            return replace(job, attempt=directory.attempt)
         except JobNotFound:
-            return "job was deleted"
-        if current != attempt:
-            return "superseded by a newer attempt"
-        return None if state is JobState.RUNNING else f"job is {state.value}"
-
-    return check
-
-
-def user_env(user: str) -> dict[str, str]:
-    """HOME, USER and LOGNAME of JOB_USER, not of the agent (root), when it exists."""
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return {}  # the runner fails the job, naming the user
-    return {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user}
+            return None
+        except OperationalError as e:
+            log.warning("job %s: cannot read it (%s); retrying in %.1fs", directory.job_id, e.orig, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
-class PidFile:
-    """The running attempt's pid file (workers/orphans.py): written once the job's
-    session exists, removed when it is over. Failing to write it is logged, not fatal."""
-
-    def __init__(self, directory: Path, job: Job) -> None:
-        self.directory, self.job = directory, job
-        self.path: Path | None = None
-
-    def write(self, pid: int) -> None:
-        try:
-            self.path = orphans.record(self.directory, self.job.job_id, self.job.attempt, pid)
-        except OSError as e:
-            log.warning("job %s: cannot record its pid (%s); a dead agent could leave it running",
-                        self.job.job_id, e)
-
-    def remove(self) -> None:
-        orphans.forget(self.path)
+def forget(rt: Runtime, directory: AttemptDir) -> None:
+    """The attempt's end is in Postgres: its directory goes."""
+    rt.agent.unsupervise(directory)
+    directory.remove()
 
 
 def record_end(

@@ -15,9 +15,10 @@ from overlay.logfmt import job_fields
 from overlay.model import ProbeReport
 from overlay.retry import AGENT_RESTARTED, decide_retry
 from overlay.states import JobState
+from overlay.store import agents as agent_store
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
-from workers import orphans
+from workers import supervision
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,6 @@ def job_slots(concurrency: object) -> int | None:
     return concurrency - 1
 
 
-def kill_leftovers(rt: Runtime) -> None:
-    """Before taking work: kill the job processes a previous agent process of this node
-    left running (it was SIGKILLed; its attempts are retried or failed elsewhere)."""
-    orphans.kill_leftovers(orphans.running_dir(rt.settings.log_dir, rt.settings.node_name))
-
-
 def due(rt: Runtime) -> bool:
     """Whether a heartbeat request should beat now: not when one went through less than
     half an interval ago (requests that piled up while the agent was busy or frozen).
@@ -67,8 +62,8 @@ def due(rt: Runtime) -> bool:
 def beat(rt: Runtime, *, now: datetime | None = None) -> Beat:
     """Sample the GPUs and record the node as alive; remember how it went for /health.
 
-    The first beat that reaches Postgres also settles the attempts a previous agent
-    process of this node left (``recover_lost_attempts``).
+    Every beat that reaches Postgres also checks the node's RUNNING rows against the
+    attempts this process watches (``check_attempts``).
     """
     try:
         report = rt.probe.sample(rt.agent.busy_now())
@@ -83,7 +78,7 @@ def beat(rt: Runtime, *, now: datetime | None = None) -> Beat:
         raise
     rt.agent.last_heartbeat_at, rt.agent.last_heartbeat_error = time.time(), None
     rt.agent.last_heartbeat_mono = time.monotonic()
-    requeued = False if rt.agent.recovered else recover_lost_attempts(rt, now=now)
+    requeued = check_attempts(rt, now=now)
     return Beat(report=report, requeued=requeued)
 
 
@@ -110,30 +105,52 @@ def agent_health(rt: Runtime, report: ProbeReport) -> dict[str, Any]:
         "probe_errors": list(report.errors),
         "running_jobs": len(set(rt.agent.busy_now().values())),
         "executor": rt.settings.executor,
+        "containment": rt.agent.containment,
         "pid": os.getpid(),
         "version": __version__,
     }
 
 
-def recover_lost_attempts(rt: Runtime, *, now: datetime | None = None) -> bool:
-    """Retry or fail the jobs Postgres says run on this node but no process here runs;
-    whether any went back to the queue.
+def check_attempts(rt: Runtime, *, now: datetime | None = None) -> bool:
+    """Hold the node's RUNNING rows against its supervisors; whether a job went back to the queue.
 
-    They belonged to a previous agent process that died (its processes were killed by
-    kill_leftovers). If it came back before NODE_TTL_S, reconcile never saw the node go
-    silent, and without this they would stay RUNNING for ever. Attempts this process
-    has claimed are left alone (a run_job may be starting right now).
+    A RUNNING row with no attempt here (no thread watches it and no supervisor's
+    directory holds it: the agent process that started it died before its supervisor
+    existed) is retried or failed, ``agent restarted``. An attempt watched here whose
+    job is no longer RUNNING for it (cancelled, or given to another attempt) is stopped:
+    this confirms cancel messages, and stops an attempt whose message was lost.
     """
     requeued = False
+    node = rt.settings.node_name
     with rt.sessions.begin() as s:
-        for job in job_store.running_on(s, rt.settings.node_name):
-            if rt.agent.runs(job.job_id, job.attempt):
+        for job in job_store.running_on(s, node):
+            if rt.agent.runs(job.job_id, job.attempt) or supervision.attempt_dir(
+                    rt, job.job_id, job.attempt).path.is_dir():
                 continue
             decision = decide_retry(job, cause=AGENT_RESTARTED)
             log.warning("job %s: %s", job.job_id, decision.reason, extra=job_fields(
-                job.job_id, rt.settings.node_name, state=decision.target.value, attempt=job.attempt))
+                job.job_id, node, state=decision.target.value, attempt=job.attempt))
             job_store.transition(s, job.job_id, decision.target, now=now, reason=decision.reason,
                                  attempt=job.attempt)
             requeued |= decision.target is JobState.QUEUED
-    rt.agent.recovered = True
+        watched = rt.agent.claimed_now()
+        current = agent_store.current_attempts(s, [job_id for job_id, _ in watched])
+    for job_id, attempt in watched:
+        why = stop_reason(current.get(job_id), attempt)
+        if why is not None:
+            log.info("job %s: stopping attempt %s here: %s", job_id, attempt, why,
+                     extra=job_fields(job_id, node, attempt=attempt))
+            supervision.cancel(rt, job_id, attempt, why)
     return requeued
+
+
+def stop_reason(current: tuple[JobState, int] | None, attempt: int) -> str | None:
+    """Why an attempt watched here must stop, given its job's (state, attempt) in Postgres."""
+    if current is None:
+        return "job was deleted"
+    state, now_attempt = current
+    if now_attempt != attempt:
+        return "superseded by a newer attempt"
+    if state in (JobState.PLACED, JobState.RUNNING):
+        return None  # PLACED: its run_job is starting it right now
+    return f"job is {state.value}"

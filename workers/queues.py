@@ -37,6 +37,9 @@ SCHEDULE_TASK = "overlay.schedule"
 RECONCILE_TASK = "overlay.reconcile"
 HEARTBEAT_TASK = "overlay.heartbeat"
 RUN_JOB_TASK = "overlay.run_job"
+# A cancel goes to the job's node on its own queue (the API sends it after the commit);
+# the agent's heartbeat check confirms it, so a lost message only delays the kill.
+CANCEL_TASK = "overlay.cancel"
 
 PASS_FLAG = "overlay:pass-requested"
 FLAG_TTL_S = 5

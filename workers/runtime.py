@@ -6,6 +6,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +31,14 @@ class AgentState:
     last_heartbeat_mono: float | None = None
     last_heartbeat_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # What contains a job here: cgroup2, cgroup1 or none (workers/cgroups.py detect()).
+    containment: str = "none"
+    # Set on SIGTERM: take no work, leave the supervisors running, let go of them.
+    stopping: bool = False
+    # The attempt directories of the supervisors this process watches (workers/supervision.py).
+    supervised: dict[tuple[str, int], Any] = field(default_factory=dict)
+    # Stop reasons sent to attempts run in-process (EXECUTOR=fake), by (job_id, attempt).
+    stop_requests: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def claim(self, job_id: str, attempt: int) -> None:
         """Say, before touching the job's row, that this process runs this attempt."""
@@ -39,6 +48,11 @@ class AgentState:
     def unclaim(self, job_id: str, attempt: int) -> None:
         with self.lock:
             self.attempts.discard((job_id, attempt))
+            self.stop_requests.pop((job_id, attempt), None)
+
+    def claimed_now(self) -> list[tuple[str, int]]:
+        with self.lock:
+            return sorted(self.attempts)
 
     def runs(self, job_id: str, attempt: int) -> bool:
         with self.lock:
@@ -55,6 +69,31 @@ class AgentState:
     def busy_now(self) -> dict[int, str]:
         with self.lock:
             return dict(self.busy)
+
+    def supervise(self, directory: Any) -> None:
+        with self.lock:
+            self.supervised[directory.key] = directory
+
+    def unsupervise(self, directory: Any) -> None:
+        with self.lock:
+            self.supervised.pop(directory.key, None)
+
+    def supervised_now(self) -> list[Any]:
+        with self.lock:
+            return list(self.supervised.values())
+
+    def request_stop(self, job_id: str, attempt: int | None, reason: str) -> bool:
+        """Ask an attempt this process runs (one of ``job_id``'s if ``attempt`` is None) to
+        stop; whether one runs here."""
+        with self.lock:
+            keys = [k for k in self.attempts if k[0] == job_id and attempt in (None, k[1])]
+            for key in keys:
+                self.stop_requests[key] = reason
+            return bool(keys)
+
+    def stop_reason(self, job_id: str, attempt: int) -> str | None:
+        with self.lock:
+            return self.stop_requests.get((job_id, attempt))
 
 
 class Runtime:

@@ -6,11 +6,12 @@ import logging
 import logging.config
 from typing import TYPE_CHECKING, Any
 
-from celery.signals import setup_logging, worker_init, worker_ready
+from celery.signals import setup_logging, worker_init, worker_ready, worker_shutting_down
 
 from overlay.errors import GpuProbeError
 from overlay.logfmt import dict_config
-from workers import agent_http, heartbeat
+from overlay.store import agents as agent_store
+from workers import agent_http, execution, heartbeat, supervision
 from workers.queues import request_pass
 
 if TYPE_CHECKING:
@@ -31,14 +32,18 @@ def connect(app: OverlayCelery) -> None:
     def on_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
         configure_logging(app, loglevel)
 
+    def on_shutting_down(**_: Any) -> None:
+        agent_stopping(app)
+
     worker_init.connect(on_init, weak=False)
+    worker_shutting_down.connect(on_shutting_down, weak=False)
     worker_ready.connect(on_ready, weak=False)
     setup_logging.connect(on_setup_logging, weak=False)
 
 
 def open_probe(app: OverlayCelery, concurrency: object) -> None:
-    """Open the agent's GPU probe and kill what a dead predecessor left running, before
-    the worker consumes anything.
+    """Open the agent's GPU probe, check FENCE_S, and re-attach to the supervisors a
+    previous agent process of this node started, before the worker consumes anything.
 
     Real GPU mode without NVML stops the agent here with one clear line.
     """
@@ -50,7 +55,14 @@ def open_probe(app: OverlayCelery, concurrency: object) -> None:
         rt.probe  # noqa: B018 - opening the probe is the check
     except GpuProbeError as e:
         raise SystemExit(f"overlay agent {rt.settings.node_name}: {e.message}") from e
-    heartbeat.kill_leftovers(rt)
+    s = rt.settings
+    if s.fence_s >= s.node_ttl_s:
+        raise SystemExit(f"overlay agent {s.node_name}: FENCE_S={s.fence_s:g} must be below "
+                         f"NODE_TTL_S={s.node_ttl_s:g}, or a cut-off node's jobs could still run "
+                         "when the control plane gives them to another node")
+    rt.agent.containment = supervision.containment()
+    # The attempts a previous agent process started go on; their ends are reported here.
+    supervision.reattach(rt, execution.report_found)
 
 
 def agent_ready(app: OverlayCelery) -> None:
@@ -59,11 +71,29 @@ def agent_ready(app: OverlayCelery) -> None:
     if not rt.is_agent:
         return
     agent_http.serve_in_background(rt)
+    supervision.keep_leases(rt)
     beat = heartbeat.beat(rt)
     if beat.requeued:
         request_pass(app, rt.pass_requests)
     log.info("node %s registered: %d GPU(s), metrics %s", rt.settings.node_name,
              len(beat.report.gpus), beat.report.mode)
+
+
+def agent_stopping(app: OverlayCelery) -> None:
+    """SIGTERM (Celery's warm shutdown): take no more work, show the node as stopping, and
+    let go of the running attempts (their supervisors go on; the next agent process
+    re-attaches to them). Their leases run out FENCE_S after this process is gone."""
+    rt = app.runtime
+    if not rt.is_agent:
+        return
+    rt.agent.stopping = True
+    try:
+        with rt.sessions.begin() as s:
+            agent_store.mark_stopping(s, rt.settings.node_name)
+    except Exception as e:
+        log.warning("could not mark node %s stopping: %s", rt.settings.node_name, e)
+    log.info("agent of node %s stopping: %d attempt(s) go on under their supervisors",
+             rt.settings.node_name, len(rt.agent.supervised_now()))
 
 
 def configure_logging(app: OverlayCelery, loglevel: int | str | None) -> None:

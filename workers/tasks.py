@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from workers import execution, scheduler
+from celery.exceptions import Reject
+
+from workers import execution, scheduler, supervision
 from workers import heartbeat as node_heartbeat
 from workers.app import app
 from workers.queues import (
+    CANCEL_TASK,
     HEARTBEAT_TASK,
     RECONCILE_TASK,
     RUN_JOB_TASK,
@@ -50,12 +53,20 @@ def reconcile() -> int:
 @app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str, attempt: int) -> str | None:
     """Run one attempt of a job on this agent's node (a stale message does nothing)."""
+    if app.runtime.agent.stopping:
+        raise Reject("agent stopping", requeue=True)  # the next agent process takes it
     outcome = execution.execute(app.runtime, job_id, attempt)
     if outcome is None:
         return "ignored: stale or repeated message"
     if execution.jobs_waiting(app.runtime):  # its GPUs and slot are free: what waits may fit now
         request_pass()
     return outcome.reason or "exit 0"
+
+
+@app.task(name=CANCEL_TASK)
+def cancel(job_id: str, attempt: int) -> bool:
+    """The API cancelled a job of this node: its supervisor kills it (no-op if not here)."""
+    return supervision.cancel(app.runtime, job_id, attempt, "job is CANCELLED")
 
 
 @app.task(name=HEARTBEAT_TASK)

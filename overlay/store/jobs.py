@@ -20,7 +20,7 @@ from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
 
 # JobSpec fields stored as they are; cmd, env and node_selector change container type.
 SCALAR_SPEC_FIELDS = ("job_id", "image", "gpus", "gpu_memory_mb", "gpu_model", "priority",
-                      "timeout_s", "max_retries")
+                      "timeout_s", "max_retries", "memory_mb")
 
 
 def to_spec(row: JobRow) -> JobSpec:

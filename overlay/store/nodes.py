@@ -126,6 +126,8 @@ def _info(
         state = NodeState.OFFLINE
     else:
         state = NodeState.DRAINING if row.draining else NodeState.ONLINE
+        if (row.agent_health or {}).get("stopping"):
+            state = NodeState.STOPPING
     snapshot = NodeSnapshot(
         name=row.name, gpus=tuple(gpus), labels=dict(row.labels), state=state,
         taken=frozenset(holders), slots=_slots(row.agent_health), running=running,

@@ -49,6 +49,7 @@ class JobRow(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     timeout_s: Mapped[int | None] = mapped_column(Integer)
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     node: Mapped[str | None] = mapped_column(String(128))
     gpu_indices: Mapped[list[Any]] = mapped_column(default=list)

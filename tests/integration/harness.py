@@ -98,6 +98,9 @@ class Stack:
             "HEARTBEAT_INTERVAL_S": "1",
             "RECONCILE_INTERVAL_S": "1",
             "NODE_TTL_S": "4",
+            # A supervisor kills its job when its lease was not renewed for this long: below the TTL.
+            "FENCE_S": "3",
+            "STATE_DIR": str(workdir / "state"),
             "GPU_METRICS_MODE": "fake",
             "PYTHONUNBUFFERED": "1",
             **env,
@@ -224,7 +227,7 @@ def shared_stack(database_url: str, workdir: Path, **env: str) -> Iterator[Stack
     broker.flushdb()
     # A loaded test machine can delay a heartbeat past the usual 4 s; these tests are not about that.
     stack = Stack(database_url=database_url, redis_url=redis_url, workdir=workdir,
-                  **{"NODE_TTL_S": "30", **env})
+                  **{"NODE_TTL_S": "30", "FENCE_S": "20", **env})
     failed = True
     try:
         stack.start_cluster(labels=ZONES)

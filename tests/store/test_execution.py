@@ -7,6 +7,7 @@ from overlay.states import JobState
 from overlay.store import jobs as job_store
 from tests.store.world import T0, seconds, ticking
 from workers.execution import execute, run_started, start
+from workers.heartbeat import check_attempts
 
 
 def test_a_placed_job_runs_to_done_and_its_gpus_are_free_again(cluster, agent_runtime):
@@ -90,7 +91,10 @@ def test_a_job_cancelled_while_running_is_stopped_and_its_end_recorded_on_the_ca
     # When the user cancels it (the GPU stays held while the process may still be dying)
     cluster.cancel("j", at=T0 + seconds(2))
     assert cluster.holders("node-a") == {0: ("j", 1)}
-    # Then the run stops at its first stop check, as cancelled
+    # And the agent's periodic check (which confirms a cancel message, or stands in for a
+    # lost one) finds the job CANCELLED in Postgres
+    check_attempts(rt)
+    # Then the run stops, as cancelled
     outcome = run_started(rt, job, clock=ticking(T0 + seconds(3)))
     assert outcome.cancelled and outcome.reason == "job is CANCELLED"
     # and the job stays CANCELLED, by the user, with the GPU free
@@ -114,7 +118,8 @@ def test_an_attempt_superseded_while_running_stops_and_frees_only_its_own_gpus(c
                              attempt=1, keep_gpus=True)
     cluster.place("j", on="node-b", gpus=(0,), at=T0 + seconds(21))
     before = cluster.events("j")
-    # When node-a's run notices
+    # When node-a's agent's periodic check notices
+    check_attempts(rt)
     outcome = run_started(rt, job, clock=ticking(T0 + seconds(22)))
     # Then it stops, records nothing on the job, and frees attempt 1's GPU on node-a only
     assert outcome.cancelled and outcome.reason == "superseded by a newer attempt"
