@@ -81,9 +81,10 @@ def test_a_redelivered_run_job_of_a_finished_attempt_runs_nothing_again(cluster,
 def test_a_job_cancelled_while_running_is_stopped_and_its_end_recorded_on_the_cancelled_job(
     cluster, agent_runtime
 ):
-    # Given a job started on node-a that would run for 60 s
+    # Given a job started on node-a that would run for 3 s (if the stop were missed, the
+    # test fails after those 3 s instead of hanging)
     cluster.node("node-a", gpus=1)
-    cluster.submit("j", gpus=1, cmd=("sleep", "60"))
+    cluster.submit("j", gpus=1, cmd=("sleep", "3"))
     cluster.place("j", on="node-a", gpus=(0,))
     rt = agent_runtime("node-a")
     job = start(rt, "j", 1, now=T0 + seconds(1))
@@ -108,7 +109,7 @@ def test_an_attempt_superseded_while_running_stops_and_frees_only_its_own_gpus(c
     # attempt 2 on node-b while node-a's agent still runs it
     cluster.node("node-a", gpus=1)
     cluster.node("node-b", gpus=1)
-    cluster.submit("j", gpus=1, max_retries=1, cmd=("sleep", "60"))
+    cluster.submit("j", gpus=1, max_retries=1, cmd=("sleep", "3"))
     cluster.place("j", on="node-a", gpus=(0,))
     rt = agent_runtime("node-a")
     job = start(rt, "j", 1, now=T0 + seconds(1))
