@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 import uuid
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from werkzeug.exceptions import Forbidden
 
-from overlay.launch import log_path
+from overlay.launch import LOG_TRUNCATED, log_path
 from overlay.logfmt import job_fields
 from overlay.model import Job, JobSpec
 from overlay.states import JobState
@@ -104,33 +107,59 @@ def read_job(job_id: str) -> Job:
 
 # A follower asking from an offset gets at most this much per request, and asks again.
 MAX_LOG_CHUNK = 4 * 1024 * 1024
+# The file is sent in pieces of this size: a large log is never read whole into memory.
+STREAM_CHUNK = 64 * 1024
 
 
 @blp.route("/<job_id>/logs")
 class JobLogs(MethodView):
     @blp.arguments(JobLogsQuerySchema, location="query")
     @blp.response(200, description="the job's output as text/plain")
-    @blp.doc(responses={"200": {"description": "the job's output as text/plain",
+    @blp.doc(responses={"200": {"description": "the job's output as text/plain; header X-Log-Truncated "
+                                               "says whether LOG_MAX_BYTES cut it",
                                  "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def get(self, query: dict[str, int], job_id: str) -> Response:
-        """The job's combined stdout and stderr (with ``?offset=N``, the bytes from N on)."""
+        """The job's combined stdout and stderr, streamed (``?offset=&limit=`` in bytes)."""
         svc = deps()
         with svc.transaction() as s:
             tail = store.log_tail(s, job_id)
+        offset = query.get("offset", 0)
+        limit = query.get("limit", MAX_LOG_CHUNK if "offset" in query else None)
         path = log_path(svc.settings.log_dir, job_id)
-        if "offset" in query:
-            return Response(read_from(path, tail, query["offset"]), mimetype="text/plain")
-        text = path.read_text(errors="replace") if path.is_file() else tail
-        return Response(text, mimetype="text/plain")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:  # no file (another node's, or removed): the stored tail
+            data = tail.encode()[offset:None if limit is None else offset + limit]
+            return Response(data, mimetype="text/plain", headers={"X-Log-Truncated": "false"})
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise Forbidden(f"the log file of {job_id} is a symbolic link; it is not followed") from e
+            raise
+        log_file = os.fdopen(fd, "rb")
+        size = os.fstat(fd).st_size
+        end = size if limit is None else min(size, offset + limit)
+        headers = {"X-Log-Truncated": "true" if truncated(log_file, size) else "false",
+                   "Content-Length": str(max(0, end - offset))}
+        return Response(stream(log_file, offset, end), mimetype="text/plain", headers=headers)
 
 
-def read_from(path: Path, tail: str, offset: int) -> bytes:
-    """Up to MAX_LOG_CHUNK bytes of the log from ``offset`` (of the stored tail if no file)."""
-    if not path.is_file():
-        return tail.encode()[offset:offset + MAX_LOG_CHUNK]
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(MAX_LOG_CHUNK)
+def truncated(log_file: BinaryIO, size: int) -> bool:
+    """Whether the log ends with the marker its supervisor writes when LOG_MAX_BYTES was hit."""
+    log_file.seek(max(0, size - 512))
+    return LOG_TRUNCATED.encode() in log_file.read(512)
+
+
+def stream(log_file: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+    """The bytes [start, end) of the file, a piece at a time; the file is closed at the end."""
+    with log_file:
+        log_file.seek(start)
+        left = end - start
+        while left > 0:
+            data = log_file.read(min(STREAM_CHUNK, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
 
 
 @blp.route("/<job_id>/cancel")

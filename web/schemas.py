@@ -155,6 +155,10 @@ class JobLogsQuerySchema(Schema):
         validate=validate.Range(min=0, max=MAX_OFFSET),
         metadata={"description": "only the output from this byte on (for following a running job)"},
     )
+    limit = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_OFFSET),
+        metadata={"description": "at most this many bytes (with offset, 4 MiB unless given)"},
+    )
 
 
 class JobWaitQuerySchema(Schema):

@@ -176,8 +176,8 @@ def record_end(
             log_end(job, ended, outcome)
             return ended
         except (StaleAttempt, JobNotFound) as e:
-            log.info("job %s: attempt %s ended (exit %s) after the job had moved on: %s", job.job_id,
-                     job.attempt, outcome.exit_code, e.message,
+            log.info("job %s: attempt %s ended (exit %s, %s) after the job had moved on: %s", job.job_id,
+                     job.attempt, outcome.exit_code, outcome.reason or "clean", e.message,
                      extra=job_fields(job.job_id, job.node, attempt=job.attempt, exit_code=outcome.exit_code))
             release_attempt(rt, job)
             return None
