@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from overlay.config import Settings
-from overlay.errors import GpuTaken
+from overlay.errors import GpuTaken, InvalidTransition, StaleAttempt
 from overlay.fleet import Fleet
 from overlay.liveness import expiry_window
 from overlay.logfmt import job_fields
@@ -99,11 +99,21 @@ def reconcile(
             for name in node_store.expire_nodes(s, cutoff=window.cutoff):
                 log.warning("node %s is offline: no heartbeat for %ss", name, settings.node_ttl_s)
         for job in job_store.active_on_offline_nodes(s):
-            decision = decide_retry(job)
-            log.warning("job %s: %s", job.job_id, decision.reason, extra=job_fields(
-                job.job_id, job.node, state=decision.target.value, attempt=job.attempt))
-            job_store.transition(s, job.job_id, decision.target, now=now, reason=decision.reason,
-                                 attempt=job.attempt)
+            retry_lost(s, job, now=now)
         job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S))
         stale = job_store.stale_placements(s, placed_before=now - timedelta(seconds=RESEND_AFTER_S))
     return [RunJobMessage(job_id=j.job_id, attempt=j.attempt, node=j.node or "") for j in stale]
+
+
+def retry_lost(session: Session, job: Job, *, now: datetime) -> None:
+    """Retry or fail a job of a lost node, unless it moved on since it was read (its agent
+    committed its end, or it was cancelled or re-placed): then leave it as it is."""
+    decision = decide_retry(job)
+    try:
+        job_store.transition(session, job.job_id, decision.target, now=now, reason=decision.reason,
+                             attempt=job.attempt)
+    except (InvalidTransition, StaleAttempt) as e:
+        log.info("job %s: not retried, it moved on: %s", job.job_id, e.message)
+        return
+    log.warning("job %s: %s", job.job_id, decision.reason, extra=job_fields(
+        job.job_id, job.node, state=decision.target.value, attempt=job.attempt))
