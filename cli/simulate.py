@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from cli.accounts import accounts_table
 from cli.workload_files import RunConfig, default_processes, run_all, table, write_results
 from overlay.errors import WorkloadError
 from overlay.policies import SUPPORTED
@@ -27,6 +28,9 @@ from overlay.policies import SUPPORTED
               help="A policy to run; repeat for several. Default: all of them.")
 @click.option("--workload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Replay this CSV (docs/simulate.md) instead of synthetic jobs.")
+@click.option("--shares", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Accounts' fair-share targets and GPU quotas (CSV or JSON, docs/simulate.md): "
+                   "jobs are ordered by fair share and held to quotas, and each account is reported.")
 @click.option("--load", type=click.FloatRange(min=0, min_open=True), default=0.95, show_default=True,
               help="Synthetic jobs offer this share of the fleet's GPU-seconds (not with --workload).")
 @click.option("--starve-after", "starve_after", type=click.FloatRange(min=0), default=3600.0,
@@ -37,7 +41,8 @@ from overlay.policies import SUPPORTED
               help="Policies simulated at once. Default: one per CPU, up to the number of policies.")
 @click.pass_context
 def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed: int,
-             policies: tuple[str, ...], workload: Path | None, load: float, starve_after: float,
+             policies: tuple[str, ...], workload: Path | None, shares: Path | None, load: float,
+             starve_after: float,
              out: Path, processes: int | None) -> None:
     """Replay a workload under each placement policy with the scheduler's own placement code,
     and print utilization, queue waits, fragmentation and starvation per policy."""
@@ -46,7 +51,7 @@ def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed
             if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
                 raise click.UsageError(f"--{name} is for synthetic jobs; a --workload brings its own")
     config = RunConfig(nodes=nodes, gpus_per_node=gpus_per_node, jobs=jobs, seed=seed, load=load,
-                       starve_after_s=starve_after, workload=workload)
+                       starve_after_s=starve_after, workload=workload, shares=shares)
     chosen = list(dict.fromkeys(policies)) or list(SUPPORTED)
     try:
         reports = run_all(config, chosen, processes=processes or default_processes(len(chosen)))
@@ -55,6 +60,10 @@ def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed
     click.echo(table(reports))
     click.echo(f"starved: waited over {starve_after:g}s; unplaced: no node could ever take them; "
                "frag: share of GPUs free while jobs waited")
+    if shares is not None:
+        click.echo("\n" + accounts_table(reports))
+        click.echo("of all: part of the GPU-hours; contended: part of those held while every account "
+                   "had jobs waiting, to hold against its share")
     results, chart = write_results(out, config, reports)
     click.echo(f"wrote {results} and {chart}")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from cli.accounts import read_shares
 from overlay.config import parse_labels
 from overlay.errors import ConfigError, WorkloadError
 from overlay.model import JobSpec
@@ -27,7 +28,7 @@ from overlay.simulation import SimResult, simulate
 from overlay.workload import CMD, SimJob, arrival_rate, synthetic_fleet, synthetic_jobs
 
 REQUIRED = ("submit", "gpus", "duration_s")
-OPTIONAL = ("job_id", "gpu_memory_mb", "gpu_model", "priority", "node_selector")
+OPTIONAL = ("job_id", "gpu_memory_mb", "gpu_model", "priority", "node_selector", "account", "user")
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SAMPLES = 400  # points per policy on the chart
 
@@ -43,6 +44,7 @@ class RunConfig:
     load: float = 0.95
     starve_after_s: float = 3600.0
     workload: Path | None = None
+    shares: Path | None = None  # accounts' shares and quotas (cli/accounts.py)
 
 
 # -- reading a workload ------------------------------------------------------------------------
@@ -119,9 +121,14 @@ def _row(line: int, cells: dict[str, str], seen: set[str]) -> tuple[float | date
         selector = parse_labels((cells.get("node_selector") or "").replace(";", ","), setting="node_selector")
     except ConfigError as e:
         raise fail("node_selector", "must be key=value pairs split by ';'") from e
+    owner = {column: cells.get(column) or "default" for column in ("account", "user")}
+    for column, name in owner.items():
+        if not JOB_ID.fullmatch(name):
+            raise fail(column, "must be 1-128 of A-Z a-z 0-9 . _ -")
     seen.add(job_id)
     spec = JobSpec(job_id=job_id, cmd=CMD, gpus=ints["gpus"] or 0, gpu_memory_mb=ints["gpu_memory_mb"] or 0,
-                   gpu_model=cells.get("gpu_model", ""), node_selector=selector, priority=priority)
+                   gpu_model=cells.get("gpu_model", ""), node_selector=selector, priority=priority,
+                   account=owner["account"], user=owner["user"])
     return submit[0], spec, duration
 
 
@@ -166,17 +173,19 @@ def run_policy(config: RunConfig, policy: str) -> dict[str, Any]:
     """Simulate ``config`` under ``policy``: the figures, timed, as a JSON-ready dict."""
     nodes = synthetic_fleet(config.nodes, config.gpus_per_node, seed=config.seed)
     total = config.nodes * config.gpus_per_node
+    sharing = read_shares(config.shares) if config.shares is not None else None
+    accounts = list(dict.fromkeys([*sharing.shares, *sharing.quotas])) if sharing else []
     if config.workload is not None:
         jobs: Any = read_workload(config.workload)
         span = jobs[-1].submit_s - jobs[0].submit_s
     else:
         jobs = synthetic_jobs(config.jobs, total_gpus=total, gpus_per_node=config.gpus_per_node,
-                              load=config.load, seed=config.seed)
+                              load=config.load, seed=config.seed, accounts=accounts)
         span = config.jobs / arrival_rate(total_gpus=total, gpus_per_node=config.gpus_per_node,
                                           load=config.load)
     started = time.perf_counter()
     result = simulate(nodes, jobs, policy=get_policy(policy), starve_after_s=config.starve_after_s,
-                      sample_every_s=span / SAMPLES)
+                      sample_every_s=span / SAMPLES, sharing=sharing)
     wall = time.perf_counter() - started
     return report(policy, result, wall_s=wall)
 
@@ -193,6 +202,8 @@ def run_all(config: RunConfig, policies: Sequence[str], *, processes: int = 1) -
     """Each policy's report, in ``policies`` order, running up to ``processes`` at once."""
     if config.workload is not None:
         read_workload(config.workload)  # a bad file fails here, once, not in every worker
+    if config.shares is not None:
+        read_shares(config.shares)
     if processes <= 1 or len(policies) <= 1:
         return [run_policy(config, p) for p in policies]
     with ProcessPoolExecutor(max_workers=min(processes, len(policies))) as pool:

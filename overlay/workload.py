@@ -8,14 +8,15 @@ The synthetic fleet mixes four GPU models by node (a node holds one model, as re
 servers do) and labels each node with a zone. The job stream has Poisson arrivals; GPU
 counts 1, 2, 4 or 8; a bounded Pareto (heavy-tailed) duration; a few priorities; and
 some jobs that ask for a model, a minimum memory per GPU or a zone. The arrival rate
-is chosen so that the work offered is ``load`` times what the fleet can do.
+is chosen so that the work offered is ``load`` times what the fleet can do. Given
+accounts, each job belongs to one of them (equal demand) and to one of its users.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from overlay.model import GpuDevice, JobSpec, NodeSnapshot
@@ -44,6 +45,7 @@ CONSTRAINTS: tuple[tuple[float, str, int, bool], ...] = (
 )
 # (share of jobs, priority)
 PRIORITIES: tuple[tuple[float, int], ...] = ((0.85, 0), (0.10, 1), (0.05, 10))
+USERS_PER_ACCOUNT = 3
 # Durations: bounded Pareto, shape ALPHA, from SHORTEST_S to LONGEST_S: median ~3 min,
 # mean ~6 min, one job in a hundred past ~43 min, one in ten thousand past ~11 h. A fatter
 # tail would keep the fleet warming up for the whole of a 1,000,000-job run.
@@ -83,16 +85,29 @@ def synthetic_fleet(nodes: int, gpus_per_node: int = 8, *, seed: int = 0) -> lis
             for n, (m, z) in enumerate(zip(models, zones, strict=True))]
 
 def synthetic_jobs(
-    count: int, *, total_gpus: int, gpus_per_node: int = 8, load: float = 0.9, seed: int = 0
+    count: int, *, total_gpus: int, gpus_per_node: int = 8, load: float = 0.9, seed: int = 0,
+    accounts: Sequence[str] = (),
 ) -> Iterator[SimJob]:
     """``count`` jobs in submit order, offering ``load`` × the GPU-seconds ``total_gpus`` can
-    run. Sizes above ``gpus_per_node`` are not drawn. Raises ValueError for bad arguments."""
+    run. Sizes above ``gpus_per_node`` are not drawn. With ``accounts``, each job is one
+    account's (each as likely) and one of its USERS_PER_ACCOUNT users' (``vision-1``); the
+    jobs are otherwise the same as without. Raises ValueError for bad arguments."""
     if count < 0:
         raise ValueError("need count >= 0")
     sizes = _sizes(gpus_per_node)
     rate = arrival_rate(total_gpus=total_gpus, gpus_per_node=gpus_per_node, load=load)
     size_shares = _cumulative([share for share, _ in sizes])
-    return _stream(random.Random(f"jobs-{seed}"), count, rate, [g for _, g in sizes], size_shares)
+    jobs = _stream(random.Random(f"jobs-{seed}"), count, rate, [g for _, g in sizes], size_shares)
+    return _owned(jobs, accounts, random.Random(f"accounts-{seed}")) if accounts else jobs
+
+
+def _owned(jobs: Iterable[SimJob], accounts: Sequence[str], rng: random.Random) -> Iterator[SimJob]:
+    # A stream of its own, so that the jobs are the same with accounts as without.
+    for job in jobs:
+        account = accounts[rng.randrange(len(accounts))]
+        user = f"{account}-{rng.randrange(USERS_PER_ACCOUNT)}"
+        yield SimJob(spec=replace(job.spec, account=account, user=user), submit_s=job.submit_s,
+                     duration_s=job.duration_s)
 
 
 def arrival_rate(*, total_gpus: int, gpus_per_node: int = 8, load: float = 0.9) -> float:
