@@ -77,7 +77,7 @@ def run_dev(tmp_path: Path, database_url: str, redis_url: str, *, via_make: bool
         "AGENT_B_PORT": str(ports["agent-b"]), "FLOWER_PORT": str(ports["flower"]),
         "BEAT_SCHEDULE": str(tmp_path / f"beat-{n}"), "LOG_DIR": str(tmp_path / "joblogs"),
         "GPU_METRICS_MODE": "fake", "HEARTBEAT_INTERVAL_S": "1", "RECONCILE_INTERVAL_S": "1",
-        "NODE_TTL_S": "4", "API_WORKERS": "1", "PROCS_GRACE_S": "10", **env,
+        "API_WORKERS": "1", "PROCS_GRACE_S": "10", **env,
     }
     for name in ("NODE_NAME", "LOG_LEVEL", "FLOWER_UNAUTHENTICATED_API", "MAKEFLAGS", "MFLAGS"):
         environ.pop(name, None)
@@ -131,7 +131,8 @@ def stop_and_check(stack: DevStack, sig: int, *, twice: bool) -> None:
 
 def wait_stack_ready(stack: DevStack) -> None:
     def ready() -> bool:
-        assert stack.proc.poll() is None, stack.output()[-6000:]
+        assert stack.proc.poll() is None and " exited with code " not in stack.output(), \
+            stack.output()[-6000:]
         nodes = requests.get(f"{stack.api}/api/nodes", timeout=2).json()
         names = {n["name"] for n in (nodes["nodes"] if isinstance(nodes, dict) else nodes)}
         return {"node-a", "node-b"} <= names and listening(stack.ports["flower"])
