@@ -22,7 +22,7 @@ while another node sits idle.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from overlay.errors import GpuTaken, NodeNotFound
@@ -151,6 +151,7 @@ class Fleet:
         self._selected: dict[Selector, tuple[str, ...]] = {(): self._online}
         self._views: dict[tuple[frozenset[int], Selector], _View] = {}
         self._resolved: dict[Shape, _View | NoFit] = {}
+        self._usable: dict[Shape, dict[str, frozenset[int]]] = {}
 
     @classmethod
     def from_snapshots(cls, nodes: Iterable[NodeSnapshot]) -> Fleet:
@@ -190,14 +191,18 @@ class Fleet:
         return (not isinstance(found, NoFit) and node not in found.full
                 and found.count.get(node, -1) >= job.gpus)
 
-    def usable(self, job: JobSpec) -> dict[str, frozenset[int]]:
+    def usable(self, job: JobSpec) -> Mapping[str, frozenset[int]]:
         """The online nodes ``job``'s constraints admit, each with the indices of its GPUs
-        that meet ``job``, free or held (empty for a CPU-only job); {} when none could."""
-        found = self._resolve(job)
-        if isinstance(found, NoFit):
-            return {}
-        return {name: frozenset(i for i, c in self._nodes[name].gpu_class.items() if c in found.classes)
+        that meet ``job``, free or held (empty for a CPU-only job); {} when none could. Read it,
+        do not change it: it belongs to the fleet."""
+        shape = shape_of(job)
+        known = self._usable.get(shape)
+        if known is None:  # which GPUs meet a shape never changes: only which are free does
+            found = self._resolve_shape(shape)
+            known = self._usable[shape] = {} if isinstance(found, NoFit) else {
+                name: frozenset(i for i, c in self._nodes[name].gpu_class.items() if c in found.classes)
                 for name in found.count}
+        return known
 
     def fitting_gpus(self, node: str, job: JobSpec) -> tuple[int, ...]:
         """The lowest free indices on ``node`` that meet ``job``, at most ``job.gpus`` of them.

@@ -22,7 +22,7 @@ from array import array
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from overlay.backlog import Backlog
@@ -36,11 +36,12 @@ from overlay.fairshare import (
     normalized_share,
 )
 from overlay.fleet import Fleet, Shape, shape_of
-from overlay.model import NodeSnapshot, NodeState, NoFit, Placement
+from overlay.model import JobSpec, NodeSnapshot, NodeState, NoFit, Placement
 from overlay.placement import place
 from overlay.policies import Policy
-from overlay.queueing import plan_pass, queue_key
+from overlay.queueing import Decision, QueuedJob, plan_pass, queue_key
 from overlay.quota import Quota, QuotaGate
+from overlay.reservation import Running
 from overlay.workload import EPOCH, SimJob
 
 QueueKey = tuple[int, bool, datetime, str]
@@ -409,6 +410,131 @@ class _SharedRun(_Run):
             contended_use=self.contended[a] / contended if contended else 0.0) for a in names)
 
 
+class _ReservingRun(_Run):
+    """``_Run``'s loop where each pass is ``plan_pass`` itself, given the running jobs' latest
+    ends, so the first blocked job gets a reservation and later jobs backfill only around it
+    (``overlay.reservation``). A job without ``timeout_s`` gets its run time (rounded up to
+    a second) as its timeout: the estimate is exact, the best case for backfill.
+
+    ``plan_pass`` is given only the jobs that could be placed or reserved: in each group (GPU
+    count and shape) at most ``free GPUs // count`` start, so its first that many plus one
+    in queue order; and when the reserved GPUs free now could go to jobs that end before
+    the reservation starts, also the first that many of those in each group that could use
+    the reserved node (found by a second pass once the first has found the reservation).
+    """
+
+    def __init__(self, nodes: Sequence[NodeSnapshot], policy: Policy,
+                 observer: Callable[[SimEvent], None] | None) -> None:
+        super().__init__(nodes, policy, observer)
+        self.wrapped: dict[str, QueuedJob] = {}  # what plan_pass sees of each waiting job
+        self.holders: dict[int, Running] = {}  # by the running entry's sequence number
+        self.reaches: dict[Shape, frozenset[str]] = {}  # the nodes each shape could use
+
+    def enqueue(self, job: SimJob) -> None:
+        super().enqueue(job)
+        spec = job.spec if job.spec.timeout_s is not None else replace(job.spec, timeout_s=_timeout(job))
+        self.wrapped[spec.job_id] = QueuedJob(spec=spec, enqueued_at=job.enqueued_at)
+
+    def schedule(self, now: float) -> None:
+        if not self.waiting:
+            return
+        at, free = _at(now), self.total - self.busy
+        groups = [g for entry in self.shapes.values() for g in entry.groups.values() if g.heap]
+        chosen = {e[1].spec.job_id: e[1] for g in groups for e in _smallest(g.heap, _room(g, free) + 1)}
+        decisions = self.plan(chosen, at)
+        r = next((d.reservation for d in decisions if d.reservation is not None), None)
+        # Unless some reserved GPU was free at the start, the mask changes nothing: done.
+        if r is not None and set(r.gpus) & (self.fleet.free(r.node) | self.placed_on(decisions, r.node)):
+            self.undo(decisions)
+            limit = (r.starts_at - at) // timedelta(seconds=1)  # the longest timeout that ends by then
+            for g in groups:
+                if r.node in self.reach(g.shape):
+                    short = [e for e in g.heap if _timeout(e[1]) <= limit]
+                    first = heapq.nsmallest(_room(g, free) + 1, short)
+                    chosen.update((e[1].spec.job_id, e[1]) for e in first)
+            decisions = self.plan(chosen, at)
+        self.apply(decisions, chosen, now)
+
+    def plan(self, chosen: Mapping[str, SimJob], at: datetime) -> list[Decision]:
+        self.decisions += len(chosen)
+        return plan_pass([self.wrapped[job_id] for job_id in chosen], self.fleet, policy=self.policy,
+                         running=self.holders.values(), now=at)
+
+    def placed_on(self, decisions: Sequence[Decision], node: str) -> set[int]:
+        return {i for d in decisions if isinstance(d.outcome, Placement) and d.outcome.node == node
+                for i in d.outcome.gpus}
+
+    def undo(self, decisions: Sequence[Decision]) -> None:
+        for d in decisions:
+            if isinstance(d.outcome, Placement):
+                self.fleet.release(d.outcome.node, d.outcome.gpus)
+
+    def apply(self, decisions: Sequence[Decision], chosen: Mapping[str, SimJob], now: float) -> None:
+        started = {d.job_id: d.outcome for d in decisions if isinstance(d.outcome, Placement)}
+        if not started:
+            return
+        for entry in self.shapes.values():
+            for g in entry.groups.values():
+                left = [e for e in g.heap if e[1].spec.job_id not in started]
+                if len(left) < len(g.heap):
+                    entry.waiting -= len(g.heap) - len(left)
+                    g.heap = left
+                    heapq.heapify(left)
+        for d in decisions:  # in queue order, as the scheduler would
+            if isinstance(d.outcome, Placement):  # plan_pass has allocated it in the fleet
+                del self.wrapped[d.job_id]
+                self.start(chosen[d.job_id], d.outcome, now)
+
+    def start(self, job: SimJob, placement: Placement, now: float) -> None:
+        self.holders[self.seq] = Running(node=placement.node, gpus=placement.gpus,
+                                         ends_at=_at(now + _timeout(job)))
+        super().start(job, placement, now)
+
+    def end(self, now: float) -> None:
+        del self.holders[self.running[0][1]]
+        super().end(now)
+
+    def reach(self, shape: Shape) -> frozenset[str]:
+        found = self.reaches.get(shape)
+        if found is None:
+            model, memory, selector = shape
+            probe = JobSpec(job_id="probe", cmd=("true",), gpus=1, gpu_model=model, gpu_memory_mb=memory,
+                            node_selector=dict(selector))
+            found = self.reaches[shape] = frozenset(self.idle_fleet.usable(probe))
+        return found
+
+
+def _timeout(job: SimJob) -> int:
+    """``job``'s timeout_s, or its run time rounded up to a second when it has none."""
+    return job.spec.timeout_s if job.spec.timeout_s is not None else max(1, math.ceil(job.duration_s))
+
+
+def _room(group: _Group, free: int) -> int:
+    """At most how many of ``group`` can start with ``free`` GPUs free (all, for CPU-only jobs)."""
+    return free // group.gpus if group.gpus > 0 else len(group.heap)
+
+
+def _smallest(heap: list[tuple[QueueKey, SimJob]], n: int) -> list[tuple[QueueKey, SimJob]]:
+    """The ``n`` first entries of ``heap`` in order, walking the heap: O(n log n), not O(len)."""
+    out: list[tuple[QueueKey, SimJob]] = []
+    if not heap or n <= 0:
+        return out
+    if n >= len(heap):
+        return sorted(heap)
+    frontier = [(heap[0], 0)]
+    while frontier and len(out) < n:
+        entry, i = heapq.heappop(frontier)
+        out.append(entry)
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < len(heap):
+                heapq.heappush(frontier, (heap[child], child))
+    return out
+
+
+def _at(seconds: float) -> datetime:
+    return EPOCH + timedelta(seconds=seconds)
+
+
 def simulate(
     nodes: Sequence[NodeSnapshot],
     jobs: Iterable[SimJob],
@@ -418,16 +544,21 @@ def simulate(
     sample_every_s: float = 0.0,
     observer: Callable[[SimEvent], None] | None = None,
     sharing: Sharing | None = None,
+    backfill: bool = False,
 ) -> SimResult:
     """Replay ``jobs`` (in submit order) on ``nodes`` under ``policy``; sample the fleet every
     ``sample_every_s`` simulated seconds of the window (0: never); tell ``observer`` of every
     start and end. With ``sharing``, jobs are ordered by multifactor priority (fair share
     among their accounts) and held to their accounts' quotas, and the result has each
-    account's use.
+    account's use. With ``backfill``, each pass reserves GPUs for the first job that does not
+    fit (``_ReservingRun``); not with ``sharing``.
 
     Raises ValueError when the jobs are out of submit order, and what ``place`` raises.
     """
-    sim = _Run(nodes, policy, observer) if sharing is None else _SharedRun(nodes, policy, observer, sharing)
+    if backfill and sharing is not None:
+        raise ValueError("backfill reservations are not simulated with fair share yet")
+    sim = (_ReservingRun(nodes, policy, observer) if backfill else
+           _Run(nodes, policy, observer) if sharing is None else _SharedRun(nodes, policy, observer, sharing))
     samples = sim.run(jobs, sample_every_s=sample_every_s)
     waits = sorted(sim.waits)
     capacity = sim.total * sim.window
