@@ -64,35 +64,35 @@ def reserve(job: JobSpec, fleet: Fleet, running: Iterable[Running], *, now: date
     it could use will ever have room, counting only jobs with an end. ``usable`` is
     ``fleet.usable(job)`` when the caller has it already."""
     usable = fleet.usable(job) if usable is None else usable
-    ends: dict[str, list[tuple[datetime, tuple[int, ...]]]] = {}
-    for r in running:
-        if r.node in usable and r.ends_at is not None:
-            ends.setdefault(r.node, []).append((max(r.ends_at, now), r.gpus))
-    best: Reservation | None = None
-    for node in sorted(usable):
-        found = _earliest(job, node, usable[node], fleet.free(node), ends.get(node, []), now=now)
-        if found is not None and (best is None or found.starts_at < best.starts_at):
-            best = found
-    return best
-
-
-def _earliest(job: JobSpec, node: str, fitting: frozenset[int], free: frozenset[int],
-              ends: list[tuple[datetime, tuple[int, ...]]], *, now: datetime) -> Reservation | None:
-    if len(fitting) < job.gpus:
-        return None
-    free_now = sorted(free & fitting)
-    freed: list[int] = []
-    at = now
-    for end, gpus in sorted(ends):
-        if len(free_now) + len(freed) >= job.gpus:
+    nodes = {name: fitting for name, fitting in usable.items() if len(fitting) >= job.gpus}
+    free = {name: fleet.free(name) & fitting for name, fitting in nodes.items()}
+    ready = sorted(name for name in nodes if len(free[name]) >= job.gpus)
+    if ready:  # GPUs free but every job slot busy: the GPUs are not what it waits for
+        return _reservation(job, ready[0], [], free[ready[0]], at=now)
+    # Walk the ends in time order until a node has enough; ties at that moment: first name.
+    freed: dict[str, list[int]] = {}
+    found: datetime | None = None
+    ready = []
+    for end, name, gpus in sorted((max(r.ends_at, now), r.node, r.gpus) for r in running
+                                  if r.ends_at is not None and r.node in nodes):
+        if found is not None and end > found:
             break
-        at = end
-        freed.extend(sorted(set(gpus) & fitting - free - set(freed)))
-    if len(free_now) + len(freed) < job.gpus:
+        got = freed.setdefault(name, [])
+        got.extend(sorted(set(gpus) & nodes[name] - free[name] - set(got)))
+        if len(free[name]) + len(got) >= job.gpus:
+            found = end
+            ready.append(name)
+    if found is None:
         return None
+    name = min(ready)
+    return _reservation(job, name, freed[name], free[name], at=found)
+
+
+def _reservation(job: JobSpec, node: str, freed: list[int], free: frozenset[int], *,
+                 at: datetime) -> Reservation:
     # GPUs busy now first: the fewer free GPUs reserved, the more room backfill has.
-    return Reservation(job_id=job.job_id, node=node, gpus=tuple(sorted((freed + free_now)[: job.gpus])),
-                       starts_at=at)
+    gpus = (freed + sorted(free))[: job.gpus]
+    return Reservation(job_id=job.job_id, node=node, gpus=tuple(sorted(gpus)), starts_at=at)
 
 
 class Backfill:
