@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import select
+from select import select as wait_readable  # the syscall; no SQL here
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -92,7 +92,7 @@ class JobWaiter:
             self.listening.set()
             idle = 0
             while not self.closing.is_set():
-                if select.select([conn], [], [], 1.0) == ([], [], []):
+                if wait_readable([conn], [], [], 1.0) == ([], [], []):
                     idle += 1
                     if idle % 5 == 0:
                         conn.cursor().execute("select 1")  # notices a dead server
