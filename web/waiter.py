@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from select import select as wait_readable  # the syscall; no SQL here
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from select import select as wait_readable  # the syscall; no SQL here
 
 import psycopg2
 from sqlalchemy.engine import make_url
