@@ -31,6 +31,9 @@ from overlay.policies import SUPPORTED
 @click.option("--shares", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Accounts' fair-share targets and GPU quotas (CSV or JSON, docs/simulate.md): "
                    "jobs are ordered by fair share and held to quotas, and each account is reported.")
+@click.option("--backfill/--no-backfill", default=False, show_default=True,
+              help="Reserve GPUs for the first job that does not fit, as the scheduler does "
+                   "(README: Backfill). Slower: a pass costs the queue. Not with --shares.")
 @click.option("--load", type=click.FloatRange(min=0, min_open=True), default=0.95, show_default=True,
               help="Synthetic jobs offer this share of the fleet's GPU-seconds (not with --workload).")
 @click.option("--starve-after", "starve_after", type=click.FloatRange(min=0), default=3600.0,
@@ -41,8 +44,8 @@ from overlay.policies import SUPPORTED
               help="Policies simulated at once. Default: one per CPU, up to the number of policies.")
 @click.pass_context
 def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed: int,
-             policies: tuple[str, ...], workload: Path | None, shares: Path | None, load: float,
-             starve_after: float,
+             policies: tuple[str, ...], workload: Path | None, shares: Path | None, backfill: bool,
+             load: float, starve_after: float,
              out: Path, processes: int | None) -> None:
     """Replay a workload under each placement policy with the scheduler's own placement code,
     and print utilization, queue waits, fragmentation and starvation per policy."""
@@ -50,8 +53,10 @@ def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed
         for name in ("jobs", "load"):
             if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
                 raise click.UsageError(f"--{name} is for synthetic jobs; a --workload brings its own")
+    if backfill and shares is not None:
+        raise click.UsageError("--backfill is not simulated with --shares yet")
     config = RunConfig(nodes=nodes, gpus_per_node=gpus_per_node, jobs=jobs, seed=seed, load=load,
-                       starve_after_s=starve_after, workload=workload, shares=shares)
+                       starve_after_s=starve_after, workload=workload, shares=shares, backfill=backfill)
     chosen = list(dict.fromkeys(policies)) or list(SUPPORTED)
     try:
         reports = run_all(config, chosen, processes=processes or default_processes(len(chosen)))

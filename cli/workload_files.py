@@ -45,6 +45,7 @@ class RunConfig:
     starve_after_s: float = 3600.0
     workload: Path | None = None
     shares: Path | None = None  # accounts' shares and quotas (cli/accounts.py)
+    backfill: bool = False  # reservations for the first job that does not fit (README: Backfill)
 
 
 # -- reading a workload ------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def run_policy(config: RunConfig, policy: str) -> dict[str, Any]:
                                           load=config.load)
     started = time.perf_counter()
     result = simulate(nodes, jobs, policy=get_policy(policy), starve_after_s=config.starve_after_s,
-                      sample_every_s=span / SAMPLES, sharing=sharing)
+                      sample_every_s=span / SAMPLES, sharing=sharing, backfill=config.backfill)
     wall = time.perf_counter() - started
     return report(policy, result, wall_s=wall)
 

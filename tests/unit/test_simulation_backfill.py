@@ -4,14 +4,17 @@ queue at every moment, big jobs no longer starved, and nothing changed where not
 from __future__ import annotations
 
 import heapq
+import json
 import math
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli.simulate import simulate as simulate_command
 from overlay.fleet import Fleet
 from overlay.model import NodeSnapshot, NoFit, Placement
 from overlay.policies import POLICIES, SUPPORTED, get_policy
@@ -111,3 +114,22 @@ def test_cpu_only_and_never_placeable_jobs_do_not_take_the_reservation():
     # pair is reserved from 30 s; long (100 s) may not take the two free GPUs it needs
     assert s["cpu"][0] == 2 and s["pair"][0] == 30 and s["long"][0] == 40
     assert "huge" not in s
+
+
+def test_overlay_simulate_backfill_switches_reservations_on_and_records_it(tmp_path):
+    args = ["--nodes", "6", "--gpus-per-node", "4", "--jobs", "300", "--load", "1.5", "--policy", "spread",
+            "--processes", "1"]
+    on = CliRunner().invoke(simulate_command, [*args, "--backfill", "--out", str(tmp_path / "on")])
+    off = CliRunner().invoke(simulate_command, [*args, "--out", str(tmp_path / "off")])
+    assert on.exit_code == 0 and off.exit_code == 0, on.output + off.output
+    results = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in ("on", "off")}
+    assert results["on"]["config"]["backfill"] is True and results["off"]["config"]["backfill"] is False
+    # The same workload, decided differently
+    assert results["on"]["policies"][0]["wait_p99_s"] != results["off"]["policies"][0]["wait_p99_s"]
+
+
+def test_overlay_simulate_refuses_backfill_with_shares(tmp_path):
+    shares = tmp_path / "shares.csv"
+    shares.write_text("account,share\nml,1\n")
+    refused = CliRunner().invoke(simulate_command, ["--nodes", "2", "--backfill", "--shares", str(shares)])
+    assert refused.exit_code == 2 and "--backfill is not simulated with --shares" in refused.output
