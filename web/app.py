@@ -11,7 +11,7 @@ from flask_smorest import Api
 from overlay import __version__
 from overlay.config import Settings
 from overlay.store.session import make_engine, make_sessionmaker
-from web import admin, auth, dashboard, errors, health, jobs, metrics, nodes, policies
+from web import admin, auth, dashboard, errors, health, jobs, metrics, nodes, policies, schemas
 from web.deps import ApiDeps
 from web.dispatch import Dispatcher
 from web.waiter import JobWaiter
@@ -27,7 +27,7 @@ def create_app(config: Settings | None = None, *, deps: ApiDeps | None = None) -
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="overlay",
         API_VERSION=__version__,
-        OPENAPI_VERSION="3.0.3",
+        OPENAPI_VERSION="3.1.0",  # JSON Schema 2020-12: prefixItems, propertyNames
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
@@ -40,6 +40,7 @@ def create_app(config: Settings | None = None, *, deps: ApiDeps | None = None) -
         waiter=JobWaiter(settings.database_url),
     )
     api = Api(app)
+    schemas.describe_rules(api)
     auth.register(app, api, settings)
     for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, metrics.blp, health.blp):
         api.register_blueprint(blueprint)

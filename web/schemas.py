@@ -1,15 +1,26 @@
-"""marshmallow schemas: what the API accepts and what it returns (and so its OpenAPI spec)."""
+"""marshmallow schemas: what the API accepts and what it returns (and so its OpenAPI spec).
+
+The spec states every rule ``load()`` enforces (``describe_rules``), so a body the spec
+calls valid is one the server takes: Schemathesis checks both ways
+(tests/web/test_fuzz_openapi.py). The two it cannot state, argv and env byte totals,
+are in the fields' descriptions.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from apispec.ext.marshmallow.field_converter import FieldConverterMixin
+from flask_smorest import Api
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from overlay.launch import RESERVED_ENV
+from overlay.policies import SUPPORTED
 from overlay.states import JobState
 
 JOB_ID = r"^[A-Za-z0-9._-]{1,128}$"
+# The same, not only dots, in a form a generator can draw from (the length is maxLength's).
+JOB_ID_NOT_ONLY_DOTS = r"^\.*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_ARGV_ITEMS = 4096
 MAX_ARGV_BYTES = 128 * 1024
@@ -19,10 +30,17 @@ MAX_ENV_BYTES = 64 * 1024
 # the file system's lseek fail (a 500, found by tests/web/test_fuzz_openapi.py).
 MAX_OFFSET = 2**40
 REDACTED = "***"
+# JSON Schema patterns (searched, as ECMA-262 and Python's re.search do): no NUL anywhere;
+# and, for the program, at least one character that is not whitespace (str.strip's set).
+NO_NUL = r"^[^\u0000]*$"
+PROGRAM = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 
 
 class StrictInt(fields.Integer):
-    """An integer that refuses strings, floats and booleans rather than coercing them."""
+    """An integer that refuses strings, fractions and booleans rather than coercing them.
+
+    ``2.0`` is the integer 2, as JSON Schema counts it (the spec cannot tell them apart).
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(strict=True, **kwargs)
@@ -30,6 +48,8 @@ class StrictInt(fields.Integer):
     def _validated(self, value: Any) -> Any:
         if isinstance(value, bool):
             raise self.make_error("invalid")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         return super()._validated(value)
 
 
@@ -46,22 +66,47 @@ class Text(fields.String):
         return text
 
 
+class Argv(fields.List):
+    """argv: 1 to MAX_ARGV_ITEMS strings without NUL, the first (the program) not blank,
+    MAX_ARGV_BYTES in all."""
+
+    default_error_messages = {"program": "the program (first item) must not be empty",
+                              "bytes": f"argv is over {MAX_ARGV_BYTES} bytes"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            Text(), validate=validate.Length(min=1, max=MAX_ARGV_ITEMS),
+            metadata={"description": f"argv, executed without a shell; at most {MAX_ARGV_BYTES} bytes in all",
+                      "json_schema": {"prefixItems": [{"type": "string", "pattern": PROGRAM}]}},
+            **kwargs,
+        )
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any | None]:
+        argv = super()._deserialize(value, attr, data, **kwargs)  # strings: Text allows no None
+        if argv and not str(argv[0]).strip():
+            raise self.make_error("program")
+        if sum(len(str(a).encode()) for a in argv) > MAX_ARGV_BYTES:
+            raise self.make_error("bytes")
+        return argv
+
+
 class JobSubmitSchema(Schema):
     """A job to run. Unknown fields are an error."""
 
-    job_id = Text(validate=validate.Regexp(JOB_ID, error="must match [A-Za-z0-9._-]{{1,128}}"))
-    cmd = fields.List(
-        Text(), required=True,
-        validate=validate.Length(min=1, max=MAX_ARGV_ITEMS),
-        metadata={"description": "argv, executed without a shell"},
-    )
+    job_id = Text(validate=validate.Regexp(JOB_ID, error="must match [A-Za-z0-9._-]{{1,128}}"),
+                  metadata={"pattern": JOB_ID_NOT_ONLY_DOTS, "minLength": 1, "maxLength": 128})
+    cmd = Argv(required=True)
     image = Text(
         load_default="", validate=validate.Length(max=1024),
         metadata={"description": "Apptainer image: .sif, sandbox folder, or registry name"},
     )
     env = fields.Dict(
-        keys=Text(validate=validate.Regexp(ENV_NAME, error="not a valid variable name")),
+        keys=Text(validate=validate.Regexp(ENV_NAME, error="not a valid variable name"),
+                  metadata={"not": {"enum": sorted(RESERVED_ENV)}}),
         values=Text(), load_default=dict,
+        validate=validate.Length(max=MAX_ENV_ITEMS, error=f"at most {MAX_ENV_ITEMS} variables"),
+        metadata={"description": f"at most {MAX_ENV_BYTES} bytes of names and values in all; "
+                                 "overlay's own variables cannot be set"},
     )
     gpus = StrictInt(load_default=0, validate=validate.Range(min=0, max=64))
     gpu_memory_mb = StrictInt(load_default=0, validate=validate.Range(min=0, max=10_000_000),
@@ -86,17 +131,8 @@ class JobSubmitSchema(Schema):
         if set(value) == {"."}:
             raise ValidationError("must not be only dots")
 
-    @validates("cmd")
-    def _argv(self, value: list[str], **_: Any) -> None:
-        if not value[0].strip():
-            raise ValidationError("the program (first item) must not be empty")
-        if sum(len(a.encode()) for a in value) > MAX_ARGV_BYTES:
-            raise ValidationError(f"argv is over {MAX_ARGV_BYTES} bytes")
-
     @validates("env")
     def _env(self, value: dict[str, str], **_: Any) -> None:
-        if len(value) > MAX_ENV_ITEMS:
-            raise ValidationError(f"at most {MAX_ENV_ITEMS} variables")
         if sum(len(k) + len(v) for k, v in value.items()) > MAX_ENV_BYTES:
             raise ValidationError(f"env is over {MAX_ENV_BYTES} bytes")
         reserved = sorted(RESERVED_ENV & value.keys())
@@ -187,7 +223,8 @@ class PoliciesSchema(Schema):
 
 
 class PolicyChangeSchema(Schema):
-    policy = Text(required=True)
+    policy = Text(required=True, validate=validate.OneOf(
+        SUPPORTED, error="unknown policy {input!r}; supported: {choices}"))
 
 
 class GpuSchema(Schema):
@@ -238,3 +275,45 @@ class StoreCheckSchema(Schema):
 class ReadySchema(Schema):
     postgres = fields.Nested(StoreCheckSchema)
     redis = fields.Nested(StoreCheckSchema)
+
+
+# -- the spec states the rules -------------------------------------------------------------------
+
+# The submit body's one rule across fields: GPUs, or no GPU details. (As an anyOf, not an
+# if/then, so a generator builds valid bodies instead of filtering them.)
+GPU_DETAILS_NEED_GPUS = {
+    "anyOf": [
+        {"required": ["gpus"], "properties": {"gpus": {"minimum": 1}}},
+        {"properties": {"gpu_memory_mb": {"maximum": 0}, "gpu_model": {"maxLength": 0}}},
+    ],
+}
+
+
+def field_rules(
+    self: FieldConverterMixin, field: fields.Field, ret: dict[str, Any], **_: Any
+) -> dict[str, Any]:
+    """The JSON Schema keywords apispec leaves out or gets wrong: a Text's ban on NUL, a
+    Dict's size (``maxProperties``, not ``maxLength``) and key rules (``propertyNames``),
+    and the prefix items a List states in ``metadata["json_schema"]``."""
+    rules: dict[str, Any] = {}
+    if isinstance(field, Text) and "pattern" not in ret and "enum" not in ret:
+        rules["pattern"] = NO_NUL
+    if isinstance(field, fields.Dict):
+        # apispec writes a Length validator as string lengths; an object counts properties.
+        for length, count in (("minLength", "minProperties"), ("maxLength", "maxProperties")):
+            if length in ret:
+                rules[count] = ret.pop(length)
+        if field.key_field is not None:
+            rules["propertyNames"] = self.field2property(field.key_field)
+    prefix = field.metadata.get("json_schema", {}).get("prefixItems")
+    if prefix and isinstance(field, fields.List):
+        # Each prefix item also keeps the rules every item has (no NUL).
+        rules["prefixItems"] = [{**self.field2property(field.inner), **p} for p in prefix]
+    return rules
+
+
+def describe_rules(api: Api) -> None:
+    """Make ``api``'s OpenAPI spec state every rule these schemas enforce. Call before
+    registering blueprints."""
+    api.ma_plugin.converter.add_attribute_function(field_rules)
+    api.spec.components.schema("JobSubmit", GPU_DETAILS_NEED_GPUS, schema=JobSubmitSchema)

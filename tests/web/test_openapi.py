@@ -58,3 +58,38 @@ def test_the_docs_page_is_served(client):
     page = client.get("/docs")
     assert page.status_code == 200
     assert b"swagger-ui" in page.data and b"openapi.json" in page.data
+
+
+def submit_schema(client) -> dict:
+    return client.get("/openapi.json").json["components"]["schemas"]["JobSubmit"]
+
+
+def test_the_spec_states_that_the_program_must_not_be_blank_and_no_string_holds_a_nul(client):
+    cmd = submit_schema(client)["properties"]["cmd"]
+    program = re.compile(cmd["prefixItems"][0]["pattern"])
+    assert program.search("python") and not program.search("") and not program.search(" \t")
+    assert not program.search("a\x00") and not re.search(cmd["items"]["pattern"], "a\x00b")
+
+
+def test_the_spec_states_env_names_overlay_reserves_and_sizes_as_property_counts(client):
+    env = submit_schema(client)["properties"]["env"]
+    assert "CUDA_VISIBLE_DEVICES" in env["propertyNames"]["not"]["enum"]
+    assert env["maxProperties"] == 256 and "maxLength" not in env
+
+
+def test_the_spec_states_gpu_details_need_gpus(client):
+    # A body with gpu_model and no gpus matches neither branch; with gpus >= 1 the first
+    assert {"required": ["gpus"], "properties": {"gpus": {"minimum": 1}}} in submit_schema(client)["anyOf"]
+
+
+def test_the_spec_names_the_supported_policies_as_the_only_choices(client):
+    change = client.get("/openapi.json").json["components"]["schemas"]["PolicyChange"]
+    assert change["properties"]["policy"]["enum"] == client.get("/api/policies").json["supported"]
+
+
+@pytest.mark.parametrize(("body", "words"), [({"policy": ""}, "unknown policy ''"),
+                                              ({"policy": "fastest"}, "unknown policy 'fastest'")])
+def test_a_policy_outside_the_enum_is_a_422_naming_the_supported_ones(client, body, words):
+    answer = client.put("/api/policies/active", json=body)
+    assert answer.status_code == 422
+    assert words in answer.json["errors"]["policy"][0] and "best-fit" in answer.json["message"]
