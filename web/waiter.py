@@ -1,4 +1,4 @@
-"""Wakes requests that wait on a job, fed by Postgres LISTEN/NOTIFY (one connection per process)."""
+"""Wakes requests that wait on a job, fed by the store's job-end listener (one per process)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,10 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from select import select as wait_readable  # the syscall; no SQL here
 
-import psycopg2
-from sqlalchemy.engine import make_url
+from overlay.errors import StorageUnavailable
+from overlay.store.notifications import JobEndListener
 
-from overlay.states import JobState
-from overlay.store.jobs import NOTIFY_CHANNEL
-
-ENDED = {s.value for s in JobState if s.terminal}
 # How long a new watcher waits for the listening connection (first request of a process).
 LISTEN_WAIT_S = 2.0
 
@@ -31,8 +26,7 @@ class JobWaiter:
     """
 
     def __init__(self, database_url: str) -> None:
-        url = make_url(database_url).set(drivername="postgresql")
-        self.dsn = url.render_as_string(hide_password=False)
+        self.database_url = database_url
         self.watchers: dict[str, set[threading.Event]] = defaultdict(set)
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -79,29 +73,17 @@ class JobWaiter:
         while not self.closing.is_set():
             try:
                 self._listen()
-            except psycopg2.Error as e:
-                log.warning("job waiter lost Postgres (%s); retrying", str(e).strip())
+            except StorageUnavailable as e:
+                log.warning("job waiter: %s; retrying", e.message)
             self._wake(None)
             self.closing.wait(1)
 
     def _listen(self) -> None:
-        conn = psycopg2.connect(self.dsn, connect_timeout=3)
-        try:
-            conn.autocommit = True
-            conn.cursor().execute(f"LISTEN {NOTIFY_CHANNEL}")
+        with JobEndListener(self.database_url) as ends:
             self.listening.set()
-            idle = 0
-            while not self.closing.is_set():
-                if wait_readable([conn], [], [], 1.0) == ([], [], []):
-                    idle += 1
-                    if idle % 5 == 0:
-                        conn.cursor().execute("select 1")  # notices a dead server
-                    continue
-                conn.poll()
-                while conn.notifies:
-                    job_id, _, state = conn.notifies.pop(0).payload.partition(" ")
-                    if state in ENDED:  # waiters wait for the end: PLACED or RUNNING wakes no one
+            try:
+                while not self.closing.is_set():
+                    for job_id in ends.wait(1.0):
                         self._wake(job_id)
-        finally:
-            self.listening.clear()
-            conn.close()
+            finally:
+                self.listening.clear()
