@@ -107,10 +107,13 @@ def advance(usage: Usage, *, now: datetime, running: Mapping[UserKey, int],
             half_life_s: float = HALF_LIFE_S) -> Usage:
     """``usage`` carried to ``now``: decayed, plus ``running``'s GPUs (per (account, user))
     held throughout since ``usage.at``. The same as folding the records again, at the cost
-    of the accounts, not of the records. Raises ValueError if ``now`` is before ``usage.at``."""
+    of the accounts, not of the records. Raises ValueError if ``now`` is before ``usage.at``
+    or the half-life is not > 0."""
     elapsed = (now - usage.at).total_seconds()
     if elapsed < 0:
         raise ValueError("usage cannot be carried back in time")
+    if not half_life_s > 0:
+        raise ValueError("the fair-share half-life must be > 0")
     keep = 2.0 ** (-elapsed / half_life_s) if not math.isinf(half_life_s) else 1.0
     users = {key: value * keep for key, value in usage.users.items()}
     for key, gpus in running.items():

@@ -105,6 +105,8 @@ def test_usage_cannot_be_advanced_into_the_past():
 def test_a_half_life_must_be_positive():
     with pytest.raises(ValueError, match="half-life"):
         fold_usage([record()], now=T0 + DAY, half_life_s=0)
+    with pytest.raises(ValueError, match="half-life"):
+        advance(Usage(at=T0), now=T0 + DAY, running={}, half_life_s=-1)
 
 
 # -- the factor ------------------------------------------------------------------------------------
