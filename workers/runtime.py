@@ -23,7 +23,6 @@ class AgentState:
 
     busy: dict[int, str] = field(default_factory=dict)
     attempts: set[tuple[str, int]] = field(default_factory=set)
-    recovered: bool = False
     # How many jobs placement may give this node at once (None: no limit), see job_slots().
     job_slots: int | None = None
     last_heartbeat_at: float | None = None
@@ -37,6 +36,8 @@ class AgentState:
     stopping: bool = False
     # The attempt directories of the supervisors this process watches (workers/supervision.py).
     supervised: dict[tuple[str, int], Any] = field(default_factory=dict)
+    # The attempts found at start, started by a previous agent process of this node.
+    reattached: list[Any] = field(default_factory=list)
     # Stop reasons sent to attempts run in-process (EXECUTOR=fake), by (job_id, attempt).
     stop_requests: dict[tuple[str, int], str] = field(default_factory=dict)
 

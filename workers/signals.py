@@ -62,7 +62,7 @@ def open_probe(app: OverlayCelery, concurrency: object) -> None:
                          "when the control plane gives them to another node")
     rt.agent.containment = supervision.containment()
     # The attempts a previous agent process started go on; their ends are reported here.
-    supervision.reattach(rt, execution.report_found)
+    rt.agent.reattached = supervision.reattach(rt, execution.report_found)
 
 
 def agent_ready(app: OverlayCelery) -> None:
@@ -72,6 +72,7 @@ def agent_ready(app: OverlayCelery) -> None:
         return
     agent_http.serve_in_background(rt)
     supervision.keep_leases(rt)
+    supervision.say_reattached(rt, rt.agent.reattached)
     beat = heartbeat.beat(rt)
     if beat.requeued:
         request_pass(app, rt.pass_requests)

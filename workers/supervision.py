@@ -133,10 +133,14 @@ def reattach(rt: Runtime, report: Callable[[Runtime, AttemptDir], None]) -> list
         rt.agent.supervise(directory)
         threading.Thread(target=report, args=(rt, directory), daemon=True,
                          name=f"attempt-{directory.job_id}.{directory.attempt}").start()
+    return found
+
+
+def say_reattached(rt: Runtime, found: list[AttemptDir]) -> None:
+    """One line naming the attempts re-attached at start (logged once logging is set up)."""
     if found:
         log.info("re-attached to %d attempt(s) of node %s: %s", len(found), rt.settings.node_name,
                  ", ".join(f"{d.job_id}#{d.attempt}" for d in found[:10]))
-    return found
 
 
 def renew_leases(rt: Runtime) -> bool:

@@ -76,8 +76,9 @@ def test_daemons_a_job_starts_die_with_it_when_it_exits_times_out_or_is_cancelle
     ends = {"exits": "exit 0", "times-out": "sleep 300", "cancelled": "sleep 300"}
     for name, end in ends.items():
         pidfile = tmp_path / f"{name}.pid"
+        script = f"setsid sleep 300 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; {end}"
         submit(contained, job_id=f"daemon-{name}", timeout_s=3 if name == "times-out" else None,
-               cmd=["sh", "-c", f"setsid sleep 300 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; {end}"])
+               cmd=["sh", "-c", script])
     daemons = {name: int(wait_until(lambda n=name: (tmp_path / f"{n}.pid").is_file()
                                     and (tmp_path / f"{n}.pid").read_text().strip(),
                                     timeout=60, what=f"{name}'s daemon to start"))

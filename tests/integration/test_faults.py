@@ -10,6 +10,9 @@ below is seconds. docs/reliability.md lists which promise each test proves.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import threading
 import time
 
@@ -34,7 +37,7 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.slow
-TTL_S, TICK_S = 4, 1
+TTL_S, TICK_S, FENCE_S = 4, 1, 3
 
 
 def test_a_sigkilled_agent_s_job_is_retried_elsewhere_or_failed_and_nothing_of_it_lingers(
@@ -55,10 +58,14 @@ def test_a_sigkilled_agent_s_job_is_retried_elsewhere_or_failed_and_nothing_of_i
     # When node-a's agent is SIGKILLed
     stack.kill("node-a")
     killed_at = time.monotonic()
-    # (its jobs run in sessions of their own: they outlive it, as they would on a real node)
+    # (its jobs run under supervisors in sessions of their own: they outlive it, for now)
     assert all(alive(p) for p in orphans)
 
-    # Then within NODE_TTL_S and a reconcile tick or two, the retriable job runs again on node-b
+    # Then within FENCE_S (no lease renewal) their supervisors kill them, before reconcile
+    # (after NODE_TTL_S) gives the jobs away: the retry never overlaps the first attempt
+    wait_until(lambda: not any(alive(p) for p in orphans), timeout=FENCE_S + 3, what="the fenced jobs to die")
+    assert job(stack, "retried")["attempt"] == 1
+    # and within NODE_TTL_S and a reconcile tick or two, the retriable job runs again on node-b
     retried = wait_state(stack, "retried", {"DONE"}, timeout=TTL_S + 3 * TICK_S + 15)
     assert (retried["attempt"], retried["node"], retried["exit_code"]) == (2, "node-b", 0)
     assert ("QUEUED", 1, "node lost (node-a); retry 1 of 1") in events(sessions, "retried")
@@ -69,11 +76,13 @@ def test_a_sigkilled_agent_s_job_is_retried_elsewhere_or_failed_and_nothing_of_i
     # and node-a's GPUs are free
     assert allocations(sessions, "node-a") == []
 
-    # When node-a's agent comes back, it kills what its predecessor left running
+    # When node-a's agent comes back, it reports the fenced attempts (too late to change
+    # anything) and keeps no record of them
     stack.set_aside_log("node-a")
     stack.start_agent("node-a")
-    wait_until(lambda: not any(alive(p) for p in orphans), timeout=10, what="the orphans to die")
-    assert not list((stack.workdir / "joblogs" / ".running" / "node-a").glob("*.pid"))
+    state = stack.workdir / "state" / "node-a"
+    wait_until(lambda: not list(state.iterdir()), timeout=15, what="node-a's attempts to be reported")
+    assert "job retried: attempt 1 ended (exit -15, fenced" in stack.output("node-a")
 
     # And late run_job messages for the dead attempts change nothing
     before = {j: events(sessions, j) for j in ("retried", "lost")}
@@ -86,26 +95,46 @@ def test_a_sigkilled_agent_s_job_is_retried_elsewhere_or_failed_and_nothing_of_i
     assert [line.split()[0] for line in pids.read_text().splitlines()] == ["1", "lost", "2"]
 
 
-def test_an_agent_that_dies_and_comes_back_before_the_ttl_retries_what_it_was_running(
+def test_an_agent_that_dies_and_comes_back_keeps_its_jobs_and_retries_only_those_without_a_supervisor(
     stack, sessions, tmp_path
 ):
-    # Given a job running on node-a, and no beat: nobody would ever declare node-a dead
+    # Given two jobs running on node-a, and no beat: nobody would ever declare node-a dead
+    # (a fence long enough for a Celery restart)
+    stack.env.update(FENCE_S="20", NODE_TTL_S="30")
     stack.start_cluster(agents=("node-a",), beat=False)
-    pids = tmp_path / "pids"
-    submit(stack, job_id="j", gpus=1, max_retries=1, cmd=[
-        "sh", "-c", f'echo "$OVERLAY_ATTEMPT $$" >> {pids}; [ "$OVERLAY_ATTEMPT" != 1 ] || exec sleep 120'])
-    wait_state(stack, "j", {"RUNNING"})
-    wait_until(lambda: pids.exists() and pids.read_text(), timeout=10, what="the job to start")
-    orphan = int(pids.read_text().split()[1])
-    # When its agent is SIGKILLed and restarted at once
+    release, pids = tmp_path / "release", tmp_path / "pids"
+    for job_id in ("kept", "unsupervised"):
+        submit(stack, job_id=job_id, gpus=1, max_retries=1, cmd=[
+            "sh", "-c", f'echo "{job_id} $OVERLAY_ATTEMPT $$" >> {pids}; '
+                        f'while [ ! -e {release} ]; do sleep 0.2; done'])
+        wait_state(stack, job_id, {"RUNNING"})
+    wait_until(lambda: pids.exists() and len(pids.read_text().splitlines()) == 2, timeout=10,
+               what="both jobs to start")
+    # When its agent is SIGKILLed
     stack.kill("node-a")
+    # (and one job's supervisor is lost with it, as if the agent had died before starting it)
+    gone = stack.workdir / "state" / "node-a" / "unsupervised.1"
+    supervisor = int((gone / "supervisor").read_text().split()[0])
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(lambda: not alive(supervisor), timeout=5, what="the supervisor to die")
+    unsupervised_pid = next(int(line.split()[2]) for line in pids.read_text().splitlines()
+                            if line.startswith("unsupervised"))
+    os.kill(unsupervised_pid, signal.SIGKILL)
+    shutil.rmtree(gone)
+    # and restarted at once
     stack.set_aside_log("node-a")
     stack.start_agent("node-a")
-    # Then the old attempt's process is killed, and the job is retried and ends DONE
-    wait_until(lambda: not alive(orphan), timeout=10, what="the orphan to die")
-    done = wait_state(stack, "j", TERMINAL, timeout=30)
-    assert (done["state"], done["attempt"]) == ("DONE", 2)
-    assert ("QUEUED", 1, "agent restarted (node-a); retry 1 of 1") in events(sessions, "j")
+    # Then the supervised job went on and ends DONE on its first attempt
+    wait_until(lambda: "re-attached to 1 attempt(s)" in stack.output("node-a"), timeout=10,
+               what="node-a to re-attach")
+    # and the RUNNING job without a supervisor is retried, then runs
+    requeued = wait_state(stack, "unsupervised", {"RUNNING"}, timeout=30)
+    assert requeued["attempt"] == 2
+    assert ("QUEUED", 1, "agent restarted (node-a); retry 1 of 1") in events(sessions, "unsupervised")
+    release.touch()
+    for job_id, attempt in (("kept", 1), ("unsupervised", 2)):
+        done = wait_state(stack, job_id, TERMINAL, timeout=30)
+        assert (done["state"], done["attempt"]) == ("DONE", attempt), done
     assert allocations(sessions, "node-a") == []
 
 

@@ -274,10 +274,14 @@ def test_jobs_run_done_on_agents_in_namespaces_of_their_own(hosts, cluster):
 
 def test_a_cut_link_moves_the_job_and_the_stale_attempt_changes_nothing(hosts, cluster, sessions, tmp_path):
     # Given a one-GPU job, retried once if its node is lost, that runs until told to stop
-    release = tmp_path / "release"
+    # (each attempt notes when it starts and ends, on this host's one clock)
+    release, times = tmp_path / "release", tmp_path / "times"
     submit(cluster, job_id="moves", gpus=1, max_retries=1, cmd=[
         "sh", "-c", f'echo "attempt $OVERLAY_ATTEMPT ns=$(readlink /proc/self/ns/net)"; '
-                    f'while [ ! -e {release} ]; do sleep 0.2; done'])
+                    f'echo "start $OVERLAY_ATTEMPT $(date +%s.%N)" >> {times}; '
+                    f'trap \'echo "end $OVERLAY_ATTEMPT $(date +%s.%N)" >> {times}; exit 143\' TERM; '
+                    f'while [ ! -e {release} ]; do sleep 0.2; done; '
+                    f'echo "end $OVERLAY_ATTEMPT $(date +%s.%N)" >> {times}'])
     first = wait_until(lambda: (j := job(cluster, "moves"))["state"] == "RUNNING" and j,
                        timeout=60, what="the job to run")
     lost = first["node"]
@@ -292,14 +296,19 @@ def test_a_cut_link_moves_the_job_and_the_stale_attempt_changes_nothing(hosts, c
                             and j, timeout=30, what="the retry to run")
         assert second["node"] == other
         assert agent_pid_alive(cluster, lost), "the cut-off agent must still be running"
+        # and the stale attempt was stopped (fenced: its lease ran out) before the retry began,
+        # not after the link came back
+        wait_until(lambda: "start 2" in times.read_text(), timeout=30, what="the retry to start")
+        marks = {tuple(line.split()[:2]): float(line.split()[2]) for line in times.read_text().splitlines()}
+        assert ("end", "1") in marks and marks[("end", "1")] <= marks[("start", "2")], marks
     finally:
         # When the link comes back
         hosts[lost].set_link(up=True)
 
-    # Then the node rejoins, and its agent stops the attempt it no longer owns
+    # Then the node rejoins, and its agent reports the fenced attempt, too late to change anything
     wait_until(lambda: lost in nodes(cluster), timeout=90, what=f"{lost} to rejoin")
-    wait_until(lambda: "superseded by a newer attempt" in cluster.output(lost), timeout=60,
-               what=f"{lost}'s agent to stop the stale attempt")
+    wait_until(lambda: "attempt 1 ended (exit 143, fenced" in cluster.output(lost), timeout=60,
+               what=f"{lost}'s agent to report the stale attempt fenced")
     # And that stale end changed nothing: the job still runs its second attempt on the other node
     now = job(cluster, "moves")
     assert (now["state"], now["attempt"], now["node"]) == ("RUNNING", 2, other)
