@@ -2,7 +2,9 @@
 
 Nothing is counted in process memory: gunicorn runs several workers, and a counter
 kept in one of them would be a fraction of the truth that resets on restart. Each
-scrape builds a registry of its own around a collector that queries the database.
+scrape builds a registry of its own around a collector that reads the job counters
+(kept by triggers in Postgres, overlay/store/counters.py): no scrape reads the jobs or
+events themselves, so its cost does not grow with history.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from web.deps import ApiDeps, deps
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
 
 # Seconds: a placement in milliseconds when GPUs are free, hours when the fleet is full.
+# Migration 0004's overlay_le() buckets with the same bounds.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
                     4 * 3600, 24 * 3600)
 
@@ -47,7 +50,6 @@ class ControlPlaneCollector:
         with self.svc.transaction() as s:
             now = resolve_now(s, self.svc.clock())
             yield from self.job_families(s, now)
-            yield from self.latency_families(s)
             infos = node_store.node_infos(s, now=now, ttl_s=self.svc.settings.node_ttl_s,
                                           include_offline=True)
         yield from node_families(infos)
@@ -56,7 +58,8 @@ class ControlPlaneCollector:
         yield info
 
     def job_families(self, s: Session, now: datetime) -> Iterator[Metric]:
-        by_state = stats.jobs_by_state(s)
+        counts = stats.counters(s)
+        by_state = counts.jobs_by_state()
         jobs = GaugeMetricFamily("overlay_jobs", "Jobs in each state now.", labels=["state"])
         for state, n in by_state.items():
             jobs.add_metric([state.value], n)
@@ -67,26 +70,24 @@ class ControlPlaneCollector:
         yield GaugeMetricFamily("overlay_queue_oldest_wait_seconds",
                                 "How long the oldest QUEUED job has waited (0 when none waits).",
                                 value=(now - oldest).total_seconds() if oldest else 0.0)
-        yield CounterMetricFamily("overlay_jobs_submitted", "Jobs ever submitted.", value=stats.submitted(s))
-        events = stats.events_by_state(s)
+        yield CounterMetricFamily("overlay_jobs_submitted", "Jobs ever submitted.", value=counts.submitted())
+        entered = counts.entered()
         yield CounterMetricFamily("overlay_placements", "Placements ever made (a retry places again).",
-                                  value=events[JobState.PLACED])
+                                  value=entered[JobState.PLACED])
         transitions = CounterMetricFamily(
             "overlay_job_transitions", "Job state transitions ever recorded, by the state entered.",
             labels=["state"])
-        for state, n in events.items():
+        for state, n in entered.items():
             transitions.add_metric([state.value], n)
         yield transitions
-
-    def latency_families(self, s: Session) -> Iterator[Metric]:
         yield histogram(
             "overlay_placement_latency_seconds",
-            "Time from submit to placement (the latest attempt's), over every placed job.",
-            stats.placement_latency(s, DURATION_BUCKETS))
+            "Time from submit to each placement (a retry is placed, and observed, again).",
+            counts.histogram("placement_latency", DURATION_BUCKETS))
         yield histogram(
             "overlay_queue_wait_seconds",
-            "Time from submit until the job started running, over every started job.",
-            stats.queue_wait(s, DURATION_BUCKETS))
+            "Time from submit until each start of the job running.",
+            counts.histogram("queue_wait", DURATION_BUCKETS))
 
 
 def node_families(infos: list[NodeInfo]) -> Iterator[Metric]:

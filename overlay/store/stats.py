@@ -1,7 +1,9 @@
 """Counts for monitoring, read from Postgres at the moment they are asked for.
 
-Everything here is derived from rows (jobs, job events, GPU allocations), so the
-numbers survive any process restart and agree across the API's workers.
+The counts come from job_counters (overlay/store/counters.py), which triggers keep in
+the transaction of every change: the numbers survive any process restart, agree across
+the API's workers, and cost the same to read with ten jobs stored or ten million.
+Counters never go down, even when retention deletes the rows they counted.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
 from overlay.states import JobState
-from overlay.store.tables import JobEventRow, JobRow
+from overlay.store import counters as counter_store
+from overlay.store.tables import JobRow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,54 +30,55 @@ class Histogram:
     sum: float
 
 
-def jobs_by_state(session: Session) -> dict[JobState, int]:
-    """How many jobs are in each state now (every state present, zeros included)."""
-    rows = session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
-    return _per_state({state: n for state, n in rows})
+@dataclass(frozen=True, kw_only=True)
+class Counters:
+    """Every job counter at one moment (one query)."""
+
+    values: dict[str, tuple[int, float]]
+
+    def jobs_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state now (every state present, zeros included)."""
+        return {s: self._n(f"jobs:{s.value}") for s in JobState}
+
+    def entered(self) -> dict[JobState, int]:
+        """How many transitions into each state were ever recorded (submits are QUEUED events)."""
+        return {s: self._n(f"entered:{s.value}") for s in JobState}
+
+    def submitted(self) -> int:
+        """Jobs ever submitted: the events with no state before them."""
+        return self._n("submitted")
+
+    def histogram(self, name: str, bounds: Sequence[float]) -> Histogram:
+        """``placement_latency`` (submit to each placement) or ``queue_wait`` (submit to each start)."""
+        observed = [(_bound(key.partition(":")[2]), n, total)
+                    for key, (n, total) in self.values.items() if key.startswith(f"{name}:")]
+        return Histogram(
+            bounds=tuple(bounds),
+            cumulative=tuple(sum(n for le, n, _ in observed if le <= b) for b in bounds),
+            count=sum(n for _, n, _ in observed),
+            sum=sum(t for _, _, t in observed),
+        )
+
+    def _n(self, name: str) -> int:
+        return self.values.get(name, (0, 0.0))[0]
+
+
+def counters(session: Session) -> Counters:
+    """Fold pending deltas if no one else is, then read every counter."""
+    counter_store.compact(session)
+    return Counters(values=counter_store.read(session))
 
 
 def oldest_queued_at(session: Session) -> datetime | None:
+    """The oldest QUEUED job's submit time: the first entry of ix_jobs_status_enqueued_at."""
     return session.scalar(select(func.min(JobRow.enqueued_at)).where(JobRow.state == JobState.QUEUED.value))
 
 
-def events_by_state(session: Session) -> dict[JobState, int]:
-    """How many transitions into each state were ever recorded (submits are QUEUED events)."""
-    rows = session.execute(select(JobEventRow.to_state, func.count()).group_by(JobEventRow.to_state))
-    return _per_state({state: n for state, n in rows})
+def count_jobs(session: Session, state: JobState | None) -> int:
+    """How many jobs are in ``state`` (in any state if None), from the counters."""
+    by_state = Counters(values=counter_store.read(session)).jobs_by_state()
+    return by_state[state] if state is not None else sum(by_state.values())
 
 
-def submitted(session: Session) -> int:
-    """Jobs ever submitted: the events with no state before them."""
-    stmt = select(func.count()).select_from(JobEventRow).where(JobEventRow.from_state.is_(None))
-    return int(session.scalar(stmt) or 0)
-
-
-def placement_latency(session: Session, bounds: Sequence[float]) -> Histogram:
-    """Seconds from submit to the latest placement, over every job placed at least once."""
-    return _duration_histogram(session, JobRow.enqueued_at, JobRow.placed_at, bounds)
-
-
-def queue_wait(session: Session, bounds: Sequence[float]) -> Histogram:
-    """Seconds from submit until the job started running, over every job that started."""
-    return _duration_histogram(session, JobRow.enqueued_at, JobRow.started_at, bounds)
-
-
-def _duration_histogram(
-    session: Session,
-    start: InstrumentedAttribute[datetime],
-    end: InstrumentedAttribute[datetime | None],
-    bounds: Sequence[float],
-) -> Histogram:
-    """Seconds from ``start`` to ``end`` over every job that has both, bucketed in one scan."""
-    seconds = func.extract("epoch", end - start)
-    columns = [func.count().filter(seconds <= b) for b in bounds]
-    row = session.execute(
-        select(*columns, func.count(), func.coalesce(func.sum(seconds), 0)).where(end.is_not(None))
-    ).one()
-    *cumulative, count, total = row
-    return Histogram(bounds=tuple(bounds), cumulative=tuple(int(c) for c in cumulative),
-                     count=int(count), sum=float(total))
-
-
-def _per_state(counts: dict[str, int]) -> dict[JobState, int]:
-    return {s: int(counts.get(s.value, 0)) for s in JobState}
+def _bound(le: str) -> float:
+    return float("inf") if le == "+Inf" else float(le)

@@ -34,11 +34,18 @@ class Base(DeclarativeBase):
 
 class JobRow(Base):
     __tablename__ = "jobs"
+    # A filtered page is a walk down (status, enqueued_at); an unfiltered one down enqueued_at;
+    # retention finds old finished jobs by finished_at. None of them reads the whole table.
+    __table_args__ = (
+        Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        Index("ix_jobs_enqueued_at", "enqueued_at"),
+        Index("ix_jobs_finished_at", "finished_at"),
+    )
 
     job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     # The column is `status` so `select job_id,status from jobs` reads naturally;
     # the attribute and the API field are `state`.
-    state: Mapped[JobState] = mapped_column("status", JOB_STATE, index=True)
+    state: Mapped[JobState] = mapped_column("status", JOB_STATE)
     cmd: Mapped[list[Any]]
     image: Mapped[str] = mapped_column(Text, default="")
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -138,3 +145,26 @@ class ClusterStateRow(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JSONB)
+
+
+class JobCounterRow(Base):
+    """Monitoring counters and gauges by name ("jobs:QUEUED", "entered:PLACED", "submitted",
+    "placement_latency:0.5"), folded in from job_counter_deltas (overlay/store/counters.py)."""
+
+    __tablename__ = "job_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class JobCounterDeltaRow(Base):
+    """Append-only changes to job_counters, written by triggers on jobs and job_events in the
+    transaction that makes the change: inserts take no lock another writer waits on."""
+
+    __tablename__ = "job_counter_deltas"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
