@@ -52,6 +52,14 @@ class Settings:
     fence_s: float = 10.0
     # A job's log stops growing here (one marker line says so); 0: no cap.
     log_max_bytes: int = 1024 * 1024 * 1024
+    # Finished jobs (and their events and log files) older than this many days are deleted
+    # by beat's housekeeping, RETENTION_BATCH jobs per tick; 0 keeps them for ever.
+    retention_days: float = 0.0
+    retention_batch: int = 1000
+    # gunicorn threads per API worker; a long-poll (?wait=) holds one, so at most
+    # API_THREADS - API_RESERVED_THREADS of them wait at once in a worker (more get 429).
+    api_threads: int = 320
+    api_reserved_threads: int = 16
     # Where the GPUs' device nodes (nvidia0, nvidia1, ...) are; a job may open only its own.
     device_dir: str = "/dev"
     executor: str = "subprocess"
@@ -78,6 +86,12 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.retention_days < 0 or self.retention_batch < 1:
+            raise ConfigError("RETENTION_DAYS must be >= 0 (0: keep for ever) and RETENTION_BATCH >= 1",
+                              setting="RETENTION_DAYS")
+        if not 0 < self.api_reserved_threads < self.api_threads:
+            raise ConfigError("API_RESERVED_THREADS must be > 0 and below API_THREADS",
+                              setting="API_RESERVED_THREADS")
         _one_of("GPU_METRICS_MODE", self.gpu_metrics_mode, GPU_METRICS_MODES)
         _one_of("EXECUTOR", self.executor, EXECUTORS)
         _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
@@ -90,6 +104,11 @@ class Settings:
     @property
     def broker_url(self) -> str:
         return self.redis_url
+
+    @property
+    def max_waiters(self) -> int:
+        """Long-polls one API worker holds at once: the threads it does not keep for the rest."""
+        return self.api_threads - self.api_reserved_threads
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:

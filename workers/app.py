@@ -11,6 +11,7 @@ from celery import Celery
 from overlay.config import Settings
 from workers import signals
 from workers.broker import survive_broker_restarts
+from workers.housekeeping import HOUSEKEEPING_INTERVAL_S, HOUSEKEEPING_TASK
 from workers.queues import HEARTBEAT_EXCHANGE, HEARTBEAT_TASK, RECONCILE_TASK
 from workers.runtime import Runtime
 
@@ -46,6 +47,11 @@ def create_celery(settings: Settings) -> OverlayCelery:
             "task": RECONCILE_TASK,
             "schedule": settings.reconcile_interval_s,
             "options": {"expires": settings.reconcile_interval_s * 2},
+        },
+        "housekeeping": {
+            "task": HOUSEKEEPING_TASK,
+            "schedule": HOUSEKEEPING_INTERVAL_S,
+            "options": {"expires": HOUSEKEEPING_INTERVAL_S * 2},
         },
     }
     signals.connect(celery)

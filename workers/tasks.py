@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from celery.exceptions import Reject
 
-from workers import execution, scheduler, supervision
+from workers import execution, housekeeping, scheduler, supervision
 from workers import heartbeat as node_heartbeat
 from workers.app import app
 from workers.queues import (
@@ -48,6 +48,13 @@ def reconcile() -> int:
     rt = app.runtime
     send_run_jobs(lost_messages(scheduler.reconcile(rt.sessions, rt.settings)))
     return schedule()
+
+
+@app.task(name=housekeeping.HOUSEKEEPING_TASK)
+def housekeep() -> int:
+    """Beat's tick: fold the job counters, delete one batch of jobs past RETENTION_DAYS."""
+    rt = app.runtime
+    return len(housekeeping.housekeeping(rt.sessions, rt.settings).deleted)
 
 
 @app.task(name=RUN_JOB_TASK)
