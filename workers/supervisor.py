@@ -20,6 +20,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,10 @@ class Lease:
     """The agent's lease on this attempt, judged on this process's monotonic clock: it
     lapses when the lease file has not changed for ``fence_s``."""
 
-    def __init__(self, path: Path, fence_s: float) -> None:
-        self.path, self.fence_s = path, fence_s
+    def __init__(self, path: Path, fence_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.fence_s, self.clock = path, fence_s, clock
         self.seen = self._stamp()
-        self.renewed_at = time.monotonic()
+        self.renewed_at = clock()
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -106,7 +107,7 @@ class Lease:
 
     def lapsed(self) -> bool:
         stamp = self._stamp()
-        now = time.monotonic()
+        now = self.clock()
         if stamp is not None and stamp != self.seen:
             self.seen, self.renewed_at = stamp, now
         return now - self.renewed_at > self.fence_s

@@ -133,3 +133,12 @@ def test_a_job_whose_log_fills_the_disk_fails_at_once_and_frees_its_gpus(stack, 
     assert (after["state"], after["node"]) == ("DONE", "node-a"), after
     assert "room again" in logs(stack, "after")
     assert ("FAILED", 1, failed["reason"]) in events(sessions, "yes")
+
+
+def test_an_agent_refuses_to_start_with_a_fence_not_below_the_ttl(stack):
+    # Given FENCE_S = NODE_TTL_S: a cut-off node's job could still run when it is retried elsewhere
+    stack.env.update(FENCE_S="4", NODE_TTL_S="4")
+    # When the agent starts, Then it stops at once, saying why
+    stack.start_agent("node-a", wait=False)
+    wait_until(lambda: stack.dead("node-a"), timeout=60, what="the agent to refuse to start")
+    assert "FENCE_S=4 must be below NODE_TTL_S=4" in stack.output("node-a")
