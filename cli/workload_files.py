@@ -28,7 +28,8 @@ from overlay.simulation import SimResult, simulate
 from overlay.workload import CMD, SimJob, arrival_rate, synthetic_fleet, synthetic_jobs
 
 REQUIRED = ("submit", "gpus", "duration_s")
-OPTIONAL = ("job_id", "gpu_memory_mb", "gpu_model", "priority", "node_selector", "account", "user")
+OPTIONAL = ("job_id", "gpu_memory_mb", "gpu_model", "priority", "node_selector", "account", "user",
+            "timeout_s")
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SAMPLES = 400  # points per policy on the chart
 
@@ -122,6 +123,9 @@ def _row(line: int, cells: dict[str, str], seen: set[str]) -> tuple[float | date
         selector = parse_labels((cells.get("node_selector") or "").replace(";", ","), setting="node_selector")
     except ConfigError as e:
         raise fail("node_selector", "must be key=value pairs split by ';'") from e
+    timeout = _number(cells["timeout_s"], int, low=1) if cells.get("timeout_s") else 0
+    if timeout is None:
+        raise fail("timeout_s", "must be a whole number of seconds >= 1")
     owner = {column: cells.get(column) or "default" for column in ("account", "user")}
     for column, name in owner.items():
         if not JOB_ID.fullmatch(name):
@@ -129,8 +133,9 @@ def _row(line: int, cells: dict[str, str], seen: set[str]) -> tuple[float | date
     seen.add(job_id)
     spec = JobSpec(job_id=job_id, cmd=CMD, gpus=ints["gpus"] or 0, gpu_memory_mb=ints["gpu_memory_mb"] or 0,
                    gpu_model=cells.get("gpu_model", ""), node_selector=selector, priority=priority,
-                   account=owner["account"], user=owner["user"])
-    return submit[0], spec, duration
+                   account=owner["account"], user=owner["user"], timeout_s=timeout or None)
+    # The supervisor kills a job at its timeout: it holds its GPUs no longer than that.
+    return submit[0], spec, min(duration, timeout) if timeout else duration
 
 
 def _submit(text: str) -> tuple[float | datetime] | None:

@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli.simulate import simulate as simulate_command
+from cli.workload_files import read_workload
+from overlay.errors import WorkloadError
 from overlay.fleet import Fleet
 from overlay.model import NodeSnapshot, NoFit, Placement
 from overlay.policies import POLICIES, SUPPORTED, get_policy
@@ -133,3 +135,24 @@ def test_overlay_simulate_refuses_backfill_with_shares(tmp_path):
     shares.write_text("account,share\nml,1\n")
     refused = CliRunner().invoke(simulate_command, ["--nodes", "2", "--backfill", "--shares", str(shares)])
     assert refused.exit_code == 2 and "--backfill is not simulated with --shares" in refused.output
+
+
+def test_a_workload_csv_may_give_timeouts_which_bound_each_run_and_its_estimate(tmp_path):
+    # Given a 4-GPU node, two 2-GPU jobs (one killed at its 20-s timeout), a 4-GPU job, then
+    # a 2-GPU job of 600 s and one killed at 5 s
+    path = tmp_path / "w.csv"
+    path.write_text("submit,gpus,duration_s,timeout_s\n0,2,30,\n0,2,50,20\n1,4,10,600\n"
+                    "2,2,100,600\n2,2,50,5\n")
+    jobs = read_workload(path)
+    assert [(j.spec.timeout_s, j.duration_s) for j in jobs] == [(None, 30), (20, 20), (600, 10), (600, 100),
+                                                                (5, 5)]
+    # Then the 4-GPU job is reserved from 30 s, when the job without timeout ends (its run
+    # time is its estimate); the 5-s job backfills at 20 s and the 600-s job waits
+    on = starts([node("n", 4)], jobs)
+    assert (on["line-4"][0], on["line-6"][0], on["line-5"][0]) == (30, 20, 40)
+    # and without reservations the 600-s job takes the GPUs freed at 20 s, ahead of it
+    assert starts([node("n", 4)], jobs, backfill=False)["line-5"][0] == 20
+    bad = tmp_path / "bad.csv"
+    bad.write_text("submit,gpus,duration_s,timeout_s\n0,1,5,0\n")
+    with pytest.raises(WorkloadError, match="line 2: timeout_s must be a whole number of seconds >= 1"):
+        read_workload(bad)
