@@ -69,8 +69,11 @@ def test_the_image_holds_no_env_file_and_no_secret(stack):
 
 def test_ready_says_both_stores_answer(stack):
     # Milestone 2, step 3
-    status, body = wait_for("GET /ready answers", lambda: stack.api("GET", "/ready"))
-    assert status == 200, body
+    def ready():
+        status, body = stack.api("GET", "/ready")
+        return body if status == 200 else None
+
+    body = wait_for("GET /ready answers 200", ready)
     assert body["postgres"]["ok"] is True and body["redis"]["ok"] is True
 
 
