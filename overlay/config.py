@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from overlay.errors import ConfigError
+from overlay.fairshare import Weights
 
 GPU_METRICS_MODES = ("auto", "real", "fake")
 EXECUTORS = ("subprocess", "fake")
@@ -70,6 +71,15 @@ class Settings:
     log_format: str = "text"
     # Empty: each process's own default (INFO; a Celery worker's --loglevel).
     log_level: str = ""
+    # Fair share (overlay/fairshare.py): usage halves every FAIRSHARE_HALF_LIFE seconds; the
+    # queue's multifactor priority weighs the job's own priority, its age (full at
+    # PRIORITY_MAX_AGE_S), its account's fair-share factor and its user's within the account.
+    fairshare_half_life: float = 7 * 86400.0
+    priority_weight_priority: float = 100.0
+    priority_weight_age: float = 1000.0
+    priority_weight_fairshare: float = 10000.0
+    priority_weight_user: float = 100.0
+    priority_max_age_s: float = 7 * 86400.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -97,7 +107,8 @@ class Settings:
         _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
         if self.log_level:
             _one_of("LOG_LEVEL", self.log_level.upper(), LOG_LEVELS)
-        for name in ("heartbeat_interval_s", "reconcile_interval_s", "node_ttl_s", "fence_s"):
+        for name in ("heartbeat_interval_s", "reconcile_interval_s", "node_ttl_s", "fence_s",
+                     "fairshare_half_life"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0", setting=name.upper())
 
@@ -109,6 +120,13 @@ class Settings:
     def max_waiters(self) -> int:
         """Long-polls one API worker holds at once: the threads it does not keep for the rest."""
         return self.api_threads - self.api_reserved_threads
+
+    @property
+    def priority_weights(self) -> Weights:
+        """The multifactor priority's weights, from the PRIORITY_* settings."""
+        return Weights(priority=self.priority_weight_priority, age=self.priority_weight_age,
+                       fairshare=self.priority_weight_fairshare, user=self.priority_weight_user,
+                       max_age_s=self.priority_max_age_s)
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -60,6 +60,15 @@ class StorageUnavailable(OverlayError):
     """Postgres did not answer or refused the work."""
 
 
+class TooManyWaiters(OverlayError):
+    """Every long-poll slot of this API process is taken (API_THREADS - API_RESERVED_THREADS):
+    ask again after ``retry_after_s`` seconds, or without ``?wait=``."""
+
+    def __init__(self, *, limit: int, retry_after_s: int) -> None:
+        super().__init__(f"{limit} requests already wait on jobs in this API process; "
+                         f"ask again in {retry_after_s} s", limit=limit, retry_after_s=retry_after_s)
+
+
 class GpuProbeError(OverlayError):
     """The GPU probe could not start (NVML missing in real mode) or failed to read."""
 
@@ -101,3 +110,45 @@ class WorkloadError(OverlayError):
             path=str(path),
             errors=shown,
         )
+
+
+class AccountNotFound(OverlayError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"account {name!r} does not exist", account=name)
+
+
+class UserNotFound(OverlayError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"user {name!r} does not exist", user=name)
+
+
+class TokenNotFound(OverlayError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"token {key!r} does not exist", token=key)
+
+
+class AlreadyExists(OverlayError):
+    """An account or user of this name exists already."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} already exists", **{kind: name})
+
+
+class NotAllowed(OverlayError):
+    """The caller may not do this to this job or account (not theirs)."""
+
+
+class NotAMember(OverlayError):
+    """A job submitted to an account its user does not belong to."""
+
+    def __init__(self, *, user: str, account: str, accounts: Sequence[str]) -> None:
+        super().__init__(f"user {user!r} is not in account {account!r} (theirs: {', '.join(accounts)})",
+                         user=user, account=account, accounts=list(accounts))
+
+
+class InvalidField(OverlayError):
+    """A request field the server refuses for what it names, not its shape (an unknown or
+    cyclic dependency, an array range that ends before it starts); ``errors`` names it."""
+
+    def __init__(self, field: str, problem: str, **more: object) -> None:
+        super().__init__(f"{field}: {problem}", **{field: [problem]}, **more)

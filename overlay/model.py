@@ -59,6 +59,8 @@ class Job:
     placed_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Placed on idle GPUs beyond its account's quota (overlay.quota): first to give them back.
+    borrowed: bool = False
 
     @property
     def job_id(self) -> str:

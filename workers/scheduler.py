@@ -17,7 +17,7 @@ from overlay.model import Job, Placement
 from overlay.policies import get_policy
 from overlay.queueing import plan_pass
 from overlay.retry import decide_retry
-from overlay.store import cluster_state
+from overlay.store import cluster_state, sharing
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store.running import running_jobs
@@ -54,16 +54,22 @@ def schedule_pass(
             return []
         now = resolve_now(s, now)
         policy = get_policy(cluster_state.active_policy(s, default=settings.scheduler_policy))
-        fleet = Fleet.from_snapshots(node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s))
+        snapshots = node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s)
+        fleet = Fleet.from_snapshots(snapshots)
+        # Fair share orders the queue; account quotas admit each placement (or lend idle GPUs).
+        order, admit = sharing.pass_rules(s, now=now, nodes=snapshots, weights=settings.priority_weights,
+                                          half_life_s=settings.fairshare_half_life)
         messages: list[RunJobMessage] = []
         placed: list[Job] = []
         waiting: dict[str, str] = {}
-        for decision in plan_pass(queued, fleet, policy=policy, running=running_jobs(s, now=now), now=now):
+        for decision in plan_pass(queued, fleet, policy=policy, running=running_jobs(s, now=now), now=now,
+                                  order=order, admit=admit):
             if not isinstance(decision.outcome, Placement):
                 waiting[decision.job_id] = decision.outcome.reason
                 continue
             try:
-                job = job_store.place(s, decision.job_id, decision.outcome, now=now)
+                job = job_store.place(s, decision.job_id, decision.outcome, now=now,
+                                      borrowed=decision.borrowed)
             except GpuTaken as e:
                 waiting[decision.job_id] = f"{e.message}; will retry"
                 continue
@@ -100,7 +106,7 @@ def reconcile(
                 log.warning("node %s is offline: no heartbeat for %ss", name, settings.node_ttl_s)
         for job in job_store.active_on_offline_nodes(s):
             retry_lost(s, job, now=now)
-        job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S))
+        job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S), now=now)
         stale = job_store.stale_placements(s, placed_before=now - timedelta(seconds=RESEND_AFTER_S))
     return [RunJobMessage(job_id=j.job_id, attempt=j.attempt, node=j.node or "") for j in stale]
 

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import TextClause, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from overlay.errors import DuplicateJob, GpuTaken, JobNotFound, StaleAttempt
+from overlay.identity import Caller
 from overlay.model import Job, JobSpec, NodeState, Placement
 from overlay.states import TIMESTAMP_OF, JobState, check_transition
-from overlay.store import stats
+from overlay.store import stats, usage
 from overlay.store.session import resolve_now
 from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
 
@@ -29,6 +30,8 @@ def to_spec(row: JobRow) -> JobSpec:
         cmd=tuple(row.cmd),
         env=dict(row.env),
         node_selector=dict(row.node_selector),
+        user=row.user_name,
+        account=row.account,
         **{f: getattr(row, f) for f in SCALAR_SPEC_FIELDS},
     )
 
@@ -38,6 +41,8 @@ def spec_columns(spec: JobSpec) -> dict[str, Any]:
         cmd=list(spec.cmd),
         env=dict(spec.env),
         node_selector=dict(spec.node_selector),
+        user_name=spec.user,
+        account=spec.account,
         **{f: getattr(spec, f) for f in SCALAR_SPEC_FIELDS},
     )
 
@@ -55,6 +60,7 @@ def to_job(row: JobRow) -> Job:
         placed_at=row.placed_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        borrowed=row.borrowed,
     )
 
 
@@ -117,12 +123,17 @@ def get_job(session: Session, job_id: str, *, lock: bool = False) -> JobRow:
 
 
 def list_jobs(
-    session: Session, *, state: JobState | None, limit: int, offset: int
+    session: Session, *, state: JobState | None, limit: int, offset: int, owner: Caller | None = None
 ) -> tuple[list[Job], int]:
     """One page of jobs, newest first, and how many match in all (from the job counters:
-    counting a million rows per page would cost more than the page)."""
+    counting a million rows per page would cost more than the page). Given an ``owner`` who
+    is not an admin, only the jobs they may see (overlay.identity.may_see), counted by index."""
     where = [JobRow.state == state] if state else []
-    total = stats.count_jobs(session, state)
+    if owner is not None and not owner.admin:
+        where.append(or_(JobRow.user_name == owner.user, JobRow.account.in_(sorted(owner.coordinates))))
+        total = session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
+    else:
+        total = stats.count_jobs(session, state)
     rows = session.scalars(
         select(JobRow)
         .where(*where)
@@ -198,7 +209,7 @@ def _move(
     if ending is not None:
         row.exit_code, row.log_tail = ending.exit_code, ending.log_tail
     if (target.terminal or target is JobState.QUEUED) and not keep_gpus:
-        release_gpus(session, job_id)
+        release_gpus(session, job_id, now=now)
     _event(session, job_id, current, target, now=now, attempt=row.attempt, reason=reason,
            node=row.node, gpus=row.gpu_indices)
     session.flush()
@@ -243,8 +254,10 @@ def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job
                  keep_gpus=row.state is JobState.RUNNING)
 
 
-def place(session: Session, job_id: str, placement: Placement, *, now: datetime | None = None) -> Job:
-    """Record a placement: hold the GPUs, then QUEUED -> PLACED with a new attempt.
+def place(session: Session, job_id: str, placement: Placement, *, now: datetime | None = None,
+          borrowed: bool = False) -> Job:
+    """Record a placement: hold the GPUs, then QUEUED -> PLACED with a new attempt
+    (``borrowed``: on idle GPUs beyond the account's quota).
 
     Raises GpuTaken if another job holds one of the GPUs (the allocations'
     primary key is the last word on double-booking), JobNotFound, InvalidTransition.
@@ -265,6 +278,7 @@ def place(session: Session, job_id: str, placement: Placement, *, now: datetime 
                 )
         except IntegrityError as e:
             raise GpuTaken(node=placement.node, gpus=placement.gpus) from e
+    row.borrowed = borrowed
     return _placed(session, row, placement, now=now)
 
 
@@ -301,12 +315,11 @@ def set_waiting_reasons(session: Session, reasons: dict[str, str]) -> None:
         )
 
 
-def release_gpus(session: Session, job_id: str, *, attempt: int | None = None) -> None:
-    """Free the job's GPUs (only those of ``attempt``, if given)."""
-    stmt = delete(GpuAllocationRow).where(GpuAllocationRow.job_id == job_id)
-    if attempt is not None:
-        stmt = stmt.where(GpuAllocationRow.attempt == attempt)
-    session.execute(stmt)
+def release_gpus(session: Session, job_id: str, *, attempt: int | None = None,
+                 now: datetime | None = None) -> None:
+    """Free the job's GPUs (only those of ``attempt``, if given), recording each freed
+    attempt's GPU-seconds up to ``now`` (overlay/store/usage.py) in this transaction."""
+    usage.release(session, job_id, attempt=attempt, now=now)
 
 
 def finish(
@@ -332,7 +345,7 @@ def finish(
     if row.state is JobState.RUNNING:
         return _move(session, row, target, now=now, reason=reason, ending=ending)
     row.exit_code, row.log_tail = ending.exit_code, ending.log_tail
-    release_gpus(session, job_id, attempt=attempt)
+    release_gpus(session, job_id, attempt=attempt, now=now)
     session.flush()
     return to_job(row)
 
@@ -368,7 +381,7 @@ def stale_placements(session: Session, *, placed_before: datetime) -> list[Job]:
     return [to_job(r) for r in rows]
 
 
-def release_stray_allocations(session: Session, *, before: datetime) -> int:
+def release_stray_allocations(session: Session, *, before: datetime, now: datetime | None = None) -> int:
     """Free GPUs still held for attempts that ended before ``before`` (their agent died
     while killing them); return how many."""
     active = [JobState.PLACED, JobState.RUNNING]
@@ -381,7 +394,7 @@ def release_stray_allocations(session: Session, *, before: datetime) -> int:
     )
     pairs = session.execute(stray).all()
     for job_id, attempt in set(pairs):
-        release_gpus(session, job_id, attempt=attempt)
+        release_gpus(session, job_id, attempt=attempt, now=now)
     return len(pairs)
 
 

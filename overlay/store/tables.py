@@ -1,4 +1,5 @@
-"""SQLAlchemy table models: jobs, job events, nodes, GPUs, GPU allocations, cluster state."""
+"""SQLAlchemy table models: jobs, job events, nodes, GPUs, GPU allocations, cluster state,
+accounts, users and their tokens, and GPU usage."""
 
 from __future__ import annotations
 
@@ -57,6 +58,13 @@ class JobRow(Base):
     timeout_s: Mapped[int | None] = mapped_column(Integer)
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
     memory_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Who runs it (the column is not `user`: a reserved word in Postgres). Quotas and fair
+    # share count by account; `borrowed`: placed on idle GPUs beyond the account's quota.
+    user_name: Mapped[str] = mapped_column(String(128), default="default", server_default="default",
+                                           index=True)
+    account: Mapped[str] = mapped_column(String(128), default="default", server_default="default",
+                                         index=True)
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     node: Mapped[str | None] = mapped_column(String(128))
     gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
@@ -168,3 +176,77 @@ class JobCounterDeltaRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     n: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[float] = mapped_column(Float, default=0.0)
+
+class AccountRow(Base):
+    """A team: its fair-share ``share`` and its GPU quota (concurrent GPUs in all, and per GPU
+    model keyed by a case-insensitive part of the GPU name); no quota: no limit."""
+
+    __tablename__ = "accounts"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    share: Mapped[float] = mapped_column(Float, default=1.0)
+    quota_gpus: Mapped[int | None] = mapped_column(Integer)
+    quota_models: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    default_account: Mapped[str] = mapped_column(ForeignKey("accounts.name"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MembershipRow(Base):
+    """A user in an account; a coordinator sees the account's jobs."""
+
+    __tablename__ = "account_members"
+
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), primary_key=True)
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.name", ondelete="CASCADE"), primary_key=True,
+                                         index=True)
+    coordinator: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ApiTokenRow(Base):
+    """A user's API token, stored only as the SHA-256 of the whole token; ``key`` is the
+    token's public part, by which a request's token is found before its hash is compared."""
+
+    __tablename__ = "api_tokens"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AttemptUsageRow(Base):
+    """Accounting: the GPU-seconds one attempt held (GPUs × placement to release), written
+    in the transaction that released its GPUs. No foreign key: usage outlives the job."""
+
+    __tablename__ = "attempt_usage"
+    __table_args__ = (Index("ix_attempt_usage_ended_at", "ended_at"),)
+
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(128))
+    account: Mapped[str] = mapped_column(String(128))
+    node: Mapped[str] = mapped_column(String(128))
+    gpu_model: Mapped[str] = mapped_column(String(255))
+    gpus: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    gpu_seconds: Mapped[float] = mapped_column(Float)
+
+
+class UsageTotalRow(Base):
+    """GPU-seconds of every ended attempt per account and user, kept with attempt_usage
+    (the Prometheus counter reads this, not the attempts)."""
+
+    __tablename__ = "usage_totals"
+
+    account: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
