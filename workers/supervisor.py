@@ -233,9 +233,14 @@ def _watch(directory: Path, spec: dict[str, Any], job: Job) -> dict[str, Any] | 
     deadline = time.monotonic() + spec["timeout_s"] if spec.get("timeout_s") else None
     lease = Lease(directory / "lease", spec["fence_s"])
     cancel = directory / "cancel"
-    pidfd = os.pidfd_open(job.pid)
     poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
+    pidfd: int | None = None
+    try:  # readable the moment the job's first process exits (Linux 5.3+); else seen each tick
+        pidfd = os.pidfd_open(job.pid)
+    except (AttributeError, OSError):
+        pass
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
     poller.register(job.read_fd, select.POLLIN)
     try:
         while True:
@@ -260,7 +265,8 @@ def _watch(directory: Path, spec: dict[str, Any], job: Job) -> dict[str, Any] | 
                 return {"reason": f"fenced: the agent did not renew its lease for {spec['fence_s']}s",
                         "fenced": True}
     finally:
-        os.close(pidfd)
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def main(argv: list[str]) -> int:
