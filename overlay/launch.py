@@ -11,7 +11,8 @@ from overlay.model import JobSpec
 # Only these of the agent's own variables reach a job: nothing secret of the agent's
 # (tokens, database URLs) may leak into user code.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
-RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OVERLAY_JOB_ID"})
+RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OVERLAY_JOB_ID",
+                          "OVERLAY_ARRAY_ID", "OVERLAY_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID"})
 # How a capped log's marker line begins (the API reports ``truncated`` when the log ends with it).
 LOG_TRUNCATED = "=== overlay: log truncated"
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
@@ -49,6 +50,10 @@ def job_env(
         OVERLAY_JOB_ID=spec.job_id,
         OVERLAY_ATTEMPT=str(attempt),
     )
+    if spec.array_id is not None:
+        # SLURM_ARRAY_TASK_ID too, so a script written for Slurm's arrays runs unchanged.
+        index = str(spec.array_index)
+        env.update(OVERLAY_ARRAY_ID=spec.array_id, OVERLAY_ARRAY_INDEX=index, SLURM_ARRAY_TASK_ID=index)
     if spec.image:
         # Apptainer passes the host env through, but say it explicitly for --cleanenv setups.
         env["APPTAINERENV_CUDA_VISIBLE_DEVICES"] = visible

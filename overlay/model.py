@@ -42,6 +42,9 @@ class JobSpec:
     # Who runs it: fair share and quotas count by these (overlay.fairshare, overlay.quota).
     account: str = "default"
     user: str = "default"
+    # A task of a job array (overlay.arrays): the array's id and this task's index.
+    array_id: str | None = None
+    array_index: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,6 +20,7 @@ from overlay.retry import decide_retry
 from overlay.store import cluster_state, sharing
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
+from overlay.store.holds import hold
 from overlay.store.running import running_jobs
 from overlay.store.session import resolve_now
 
@@ -59,11 +60,13 @@ def schedule_pass(
         # Fair share orders the queue; account quotas admit each placement (or lend idle GPUs).
         order, admit = sharing.pass_rules(s, now=now, nodes=snapshots, weights=settings.priority_weights,
                                           half_life_s=settings.fairshare_half_life)
+        # Dependencies not met and arrays at their %N limit keep jobs out of the plan.
+        holds = hold(s, queued, now=now)
         messages: list[RunJobMessage] = []
         placed: list[Job] = []
-        waiting: dict[str, str] = {}
-        for decision in plan_pass(queued, fleet, policy=policy, running=running_jobs(s, now=now), now=now,
-                                  order=order, admit=admit):
+        waiting: dict[str, str] = dict(holds.waiting)
+        for decision in plan_pass(holds.ready, fleet, policy=policy, running=running_jobs(s, now=now),
+                                  now=now, order=order, admit=holds.gate(admit)):
             if not isinstance(decision.outcome, Placement):
                 waiting[decision.job_id] = decision.outcome.reason
                 continue

@@ -22,7 +22,7 @@ from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
 
 # JobSpec fields stored as they are; cmd, env and node_selector change container type.
 SCALAR_SPEC_FIELDS = ("job_id", "image", "gpus", "gpu_memory_mb", "gpu_model", "priority",
-                      "timeout_s", "max_retries", "memory_mb")
+                      "timeout_s", "max_retries", "memory_mb", "array_id", "array_index")
 
 
 def to_spec(row: JobRow) -> JobSpec:

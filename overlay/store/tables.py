@@ -41,6 +41,10 @@ class JobRow(Base):
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
         Index("ix_jobs_enqueued_at", "enqueued_at"),
         Index("ix_jobs_finished_at", "finished_at"),
+        # An array's tasks in index order (its pages), and its tasks by state (its counts,
+        # the %N limit a pass checks).
+        Index("ix_jobs_array_id_array_index", "array_id", "array_index", unique=True),
+        Index("ix_jobs_array_id_status", "array_id", "status"),
     )
 
     job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -65,6 +69,9 @@ class JobRow(Base):
     account: Mapped[str] = mapped_column(String(128), default="default", server_default="default",
                                          index=True)
     borrowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # A task of a job array: its array (arrays.array_id) and index; NULL for other jobs.
+    array_id: Mapped[str | None] = mapped_column(String(128))
+    array_index: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     node: Mapped[str | None] = mapped_column(String(128))
     gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
@@ -92,6 +99,33 @@ class JobEventRow(Base):
     node: Mapped[str | None] = mapped_column(String(128))
     gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ArrayRow(Base):
+    """A job array: its tasks are jobs ``<array_id>_<index>`` (jobs.array_id, array_index);
+    ``max_running`` is the ``%N`` limit (NULL: none)."""
+
+    __tablename__ = "arrays"
+
+    array_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expression: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    user_name: Mapped[str] = mapped_column(String(128))
+    account: Mapped[str] = mapped_column(String(128))
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DependencyRow(Base):
+    """Job ``job_id`` waits on ``target`` (a job id, or an array id: all its tasks) in the
+    way ``kind`` says (overlay.dependencies.Kind). No foreign key to the target: it may be
+    an array, and retention may remove it first."""
+
+    __tablename__ = "job_dependencies"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    target: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
 
 
 class NodeRow(Base):
@@ -176,6 +210,7 @@ class JobCounterDeltaRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     n: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[float] = mapped_column(Float, default=0.0)
+
 
 class AccountRow(Base):
     """A team: its fair-share ``share`` and its GPU quota (concurrent GPUs in all, and per GPU
