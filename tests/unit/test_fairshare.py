@@ -187,3 +187,20 @@ def test_with_equal_factors_the_order_is_todays_priority_then_age():
     order = multifactor_order(now=T0, usage=Usage(at=T0), shares={}, weights=Weights(age=0))
     jobs = [queued("b", at=T0 - DAY), queued("a", at=T0), queued("c", priority=1, at=T0)]
     assert [j.spec.job_id for j in order(jobs)] == ["c", "b", "a"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["vision", "nlp", "speech"]), st.sampled_from(["a", "b"]),
+                          st.integers(-3, 3), st.integers(0, 20)), min_size=1, max_size=12),
+       st.dictionaries(st.sampled_from(["vision", "nlp", "speech"]), st.floats(0, 1e4), max_size=3))
+def test_the_order_is_by_the_priority_job_priority_reports(jobs, used):
+    # Given jobs of several accounts, users, priorities and ages, and some usage
+    book = Usage(at=T0, accounts=used, users={(a, "a"): v for a, v in used.items()})
+    shares = {"vision": 5, "nlp": 3, "speech": 2}
+    now = T0 + 30 * DAY
+    queue = [queued(f"j{i}", account=a, user=u, priority=p, at=T0 + k * DAY)
+             for i, (a, u, p, k) in enumerate(jobs)]
+    # When the multifactor order sorts them
+    ordered = multifactor_order(now=now, usage=book, shares=shares)(queue)
+    # Then each job's reported priority never rises along the order
+    values = [job_priority(j.spec, j.enqueued_at, now=now, usage=book, shares=shares).value for j in ordered]
+    assert all(a >= b - 1e-9 for a, b in itertools.pairwise(values))
