@@ -87,6 +87,8 @@ class GpuDevice:
     power_limit_w: float | None = None
     compute_capability: str | None = None
     mig_mode: str | None = None
+    # NVML's total energy counter in mJ since the driver loaded; None where the GPU has none.
+    energy_mj: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
