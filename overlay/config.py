@@ -80,6 +80,16 @@ class Settings:
     priority_weight_fairshare: float = 10000.0
     priority_weight_user: float = 100.0
     priority_max_age_s: float = 7 * 86400.0
+    # GPU efficiency (overlay/efficiency.py): each agent samples its GPUs every GPU_SAMPLE_S;
+    # a running job whose GPUs all stay below IDLE_UTIL_PCT for IDLE_AFTER_S is idle, and
+    # IDLE_POLICY (warn, or cancel after IDLE_CANCEL_AFTER_S) says what then happens;
+    # IDLE_POLICY_ACCOUNTS ("acct=cancel,lab=warn") overrides it per account.
+    gpu_sample_s: float = 5.0
+    idle_util_pct: float = 5.0
+    idle_after_s: float = 1800.0
+    idle_policy: str = "warn"
+    idle_cancel_after_s: float = 7200.0
+    idle_policy_accounts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -105,10 +115,13 @@ class Settings:
         _one_of("GPU_METRICS_MODE", self.gpu_metrics_mode, GPU_METRICS_MODES)
         _one_of("EXECUTOR", self.executor, EXECUTORS)
         _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
+        _one_of("IDLE_POLICY", self.idle_policy, ("warn", "cancel"))
+        for action in self.idle_policy_accounts.values():
+            _one_of("IDLE_POLICY_ACCOUNTS", action, ("warn", "cancel"))
         if self.log_level:
             _one_of("LOG_LEVEL", self.log_level.upper(), LOG_LEVELS)
         for name in ("heartbeat_interval_s", "reconcile_interval_s", "node_ttl_s", "fence_s",
-                     "fairshare_half_life"):
+                     "fairshare_half_life", "gpu_sample_s", "idle_after_s", "idle_cancel_after_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0", setting=name.upper())
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 from overlay.errors import ConfigError
 from overlay.model import GpuDevice, ProbeReport
@@ -95,36 +97,83 @@ class FakeProbe:
 
     mode = "fake"
 
-    def __init__(self, *, node_name: str, fake_gpus: str = "", fallback_reason: str = "") -> None:
+    def __init__(self, *, node_name: str, fake_gpus: str = "", fallback_reason: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """Raise ConfigError when ``fake_gpus`` is malformed; empty uses the node's default."""
         self.node_name = node_name
         self.inventory = parse_fake_gpus(fake_gpus.strip() or default_fake_gpus(node_name))
         self.fallback_reason = fallback_reason
         self._samples = 0
+        self._clock = clock
+        self._lock = threading.Lock()
+        # NVML's energy counter, modelled: mJ per GPU, advanced by power x time between samples.
+        self._energy_mj = [0.0] * len(self.inventory)
+        self._last_sampled: float | None = None
+        # Scripted utilization per job (see ``script``): the values, and how many were read.
+        self._scripts: dict[str, tuple[int, ...]] = {}
+        self._script_reads: dict[str, int] = {}
+
+    def script(self, job_id: str, utilization: tuple[int, ...]) -> None:
+        """Make ``job_id``'s GPUs read these utilizations, one per sample, then the last for
+        ever (what a job's OVERLAY_FAKE_UTIL asks for); an empty tuple ends the script."""
+        with self._lock:
+            if utilization:
+                self._scripts.setdefault(job_id, utilization)
+            else:
+                self._scripts.pop(job_id, None)
+                self._script_reads.pop(job_id, None)
 
     def sample(self, busy: Mapping[int, str] | None = None) -> ProbeReport:
-        """Read every fake GPU; one in ``busy`` (index -> job id) reads as loaded."""
-        self._samples += 1
-        rng = random.Random(f"{self.node_name}/{self._samples}")
-        held = busy or {}
-        gpus = tuple(
-            self._reading(index, gpu, busy=index in held, rng=rng) for index, gpu in enumerate(self.inventory)
-        )
+        """Read every fake GPU; one in ``busy`` (index -> job id) reads as loaded, or as its
+        job's script says."""
+        with self._lock:
+            self._samples += 1
+            rng = random.Random(f"{self.node_name}/{self._samples}")
+            held = busy or {}
+            scripted = self._scripted(set(held.values()))
+            now = self._clock()
+            elapsed = 0.0 if self._last_sampled is None else max(0.0, now - self._last_sampled)
+            self._last_sampled = now
+            gpus = tuple(
+                self._reading(index, gpu, busy=index in held, util=scripted.get(held.get(index, "")),
+                              rng=rng, elapsed=elapsed)
+                for index, gpu in enumerate(self.inventory)
+            )
         return ProbeReport(mode=self.mode, gpus=gpus, driver_version="fake", cuda_version="fake")
 
     def close(self) -> None:
         """Nothing to release."""
 
-    def _reading(self, index: int, gpu: FakeGpu, *, busy: bool, rng: random.Random) -> GpuDevice:
+    def _scripted(self, jobs: set[str]) -> dict[str, int]:
+        """This sample's scripted utilization of each job in ``jobs`` that has a script."""
+        out: dict[str, int] = {}
+        for job_id in jobs & self._scripts.keys():
+            values, read = self._scripts[job_id], self._script_reads.get(job_id, 0)
+            out[job_id] = values[min(read, len(values) - 1)]
+            self._script_reads[job_id] = read + 1
+        return out
+
+    def _reading(self, index: int, gpu: FakeGpu, *, busy: bool, util: int | None, rng: random.Random,
+                 elapsed: float) -> GpuDevice:
+        device = self._load(index, gpu, busy=busy, util=util, rng=rng)
+        self._energy_mj[index] += (device.power_draw_w or 0.0) * elapsed * 1000
+        return replace(device, energy_mj=int(self._energy_mj[index]))
+
+    def _load(self, index: int, gpu: FakeGpu, *, busy: bool, util: int | None,
+              rng: random.Random) -> GpuDevice:
         limit = power_limit_w(gpu.name)
         capability = compute_capability(gpu.name)
-        if busy:
+        if busy and util is not None:
             used = min(gpu.memory_mb, rng.randint(4096, 16384))
-            util, mem_util = rng.randint(60, 100), rng.randint(30, 80)
+            load, mem_util = util, rng.randint(0, 80) if util else 0
+            temp, power = rng.randint(35, 75), limit * (0.1 + 0.85 * util / 100)
+        elif busy:
+            used = min(gpu.memory_mb, rng.randint(4096, 16384))
+            load, mem_util = rng.randint(60, 100), rng.randint(30, 80)
             temp, power = rng.randint(55, 75), limit * rng.uniform(0.6, 0.95)
         else:
             used = min(gpu.memory_mb, rng.randint(256, 640))
-            util, mem_util = rng.randint(0, 5), rng.randint(0, 2)
+            load, mem_util = rng.randint(0, 5), rng.randint(0, 2)
             temp, power = rng.randint(30, 40), limit * rng.uniform(0.1, 0.15)
         return GpuDevice(
             index=index,
@@ -133,7 +182,7 @@ class FakeProbe:
             memory_total_mb=gpu.memory_mb,
             memory_used_mb=used,
             memory_free_mb=gpu.memory_mb - used,
-            utilization_gpu_pct=util,
+            utilization_gpu_pct=load,
             utilization_memory_pct=mem_util,
             temperature_c=temp,
             power_draw_w=round(power, 3),

@@ -84,6 +84,8 @@ def _read_gpu(index: int) -> GpuDevice:
     power = _optional(lambda: pynvml.nvmlDeviceGetPowerUsage(handle))
     limit = _optional(lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(handle))
     capability = _optional(lambda: pynvml.nvmlDeviceGetCudaComputeCapability(handle))
+    # Volta and newer count the energy they used (mJ); older GPUs say NotSupported.
+    energy = _optional(lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
     return GpuDevice(
         index=index,
         uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
@@ -99,6 +101,7 @@ def _read_gpu(index: int) -> GpuDevice:
         power_limit_w=limit / 1000 if limit is not None else None,
         compute_capability=f"{capability[0]}.{capability[1]}" if capability else None,
         mig_mode=_optional(lambda: _mig_mode(handle)),
+        energy_mj=int(energy) if energy is not None else None,
     )
 
 

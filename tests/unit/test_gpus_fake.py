@@ -111,6 +111,25 @@ def test_uuids_are_nvml_shaped_unique_and_stable_across_samples() -> None:
 
 
 def test_same_node_gives_the_same_readings_sample_for_sample() -> None:
-    one, two = FakeProbe(node_name="node-a"), FakeProbe(node_name="node-a")
+    # (the energy counter follows the clock, so both read the same one)
+    one = FakeProbe(node_name="node-a", clock=iter(range(0, 100, 5)).__next__)
+    two = FakeProbe(node_name="node-a", clock=iter(range(0, 100, 5)).__next__)
 
     assert [one.sample() for _ in range(3)] == [two.sample() for _ in range(3)]
+
+
+def test_a_scripted_job_reads_its_utilization_then_the_last_value_and_energy_counts_up() -> None:
+    # Given a probe on a stepping clock and a job scripted to read 90% then 0%
+    probe = FakeProbe(node_name="node-a", clock=iter(range(0, 100, 10)).__next__)
+    probe.script("job-1", (90, 0))
+
+    # When it samples four times with the job on GPU 1
+    reports = [probe.sample({1: "job-1"}) for _ in range(4)]
+
+    # Then GPU 1 reads 90, 0, 0, 0; the energy counter grows by power x 10 s each time
+    assert [r.gpus[1].utilization_gpu_pct for r in reports] == [90, 0, 0, 0]
+    counters = [r.gpus[1].energy_mj for r in reports]
+    assert counters[0] == 0
+    for before, after, report in zip(counters, counters[1:], reports[1:], strict=False):
+        assert after is not None and before is not None
+        assert abs((after - before) - report.gpus[1].power_draw_w * 10 * 1000) <= 1

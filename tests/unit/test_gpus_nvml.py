@@ -28,6 +28,7 @@ def a100(**overrides: Any) -> dict[str, Any]:
         "power_limit": 400000,
         "capability": (8, 0),
         "mig": [0, 0],
+        "energy": 987654321,  # mJ since the driver loaded
     } | overrides
 
 
@@ -98,6 +99,9 @@ class FakeNvml:
     def nvmlDeviceGetMigMode(self, h: int) -> Any:
         return self._field(h, "mig")
 
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: int) -> Any:
+        return self._field(h, "energy")
+
 
 @pytest.fixture
 def use_nvml(monkeypatch: pytest.MonkeyPatch):
@@ -139,6 +143,7 @@ def test_real_probe_reads_every_field_of_each_gpu(use_nvml) -> None:
     assert (first.compute_capability, first.mig_mode) == ("8.0", "disabled")
     assert (second.index, second.name) == (1, "NVIDIA H100 80GB HBM3")
     assert (second.compute_capability, second.mig_mode) == ("9.0", "enabled")
+    assert first.energy_mj == 987654321
 
     # And NVML is initialised once and shut down once on close
     probe.close()
@@ -170,6 +175,7 @@ def test_unsupported_optional_fields_read_as_none_not_a_missing_gpu(use_nvml) ->
                     temperature=NOT_SUPPORTED,
                     utilization=NOT_SUPPORTED,
                     mig=NOT_SUPPORTED,
+                    energy=NOT_SUPPORTED,
                 )
             ]
         )
@@ -186,6 +192,7 @@ def test_unsupported_optional_fields_read_as_none_not_a_missing_gpu(use_nvml) ->
         None,
     )
     assert gpu.utilization_gpu_pct == 0  # GpuDevice types utilization as int
+    assert gpu.energy_mj is None  # pre-Volta: energy comes from power samples instead
     assert gpu.memory_total_mb == 81920
 
 
