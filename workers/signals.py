@@ -11,7 +11,7 @@ from celery.signals import setup_logging, worker_init, worker_ready, worker_shut
 from overlay.errors import GpuProbeError
 from overlay.logfmt import dict_config
 from overlay.store import agents as agent_store
-from workers import agent_http, execution, heartbeat, supervision
+from workers import agent_http, execution, heartbeat, sampling, supervision
 from workers.queues import request_pass
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def agent_ready(app: OverlayCelery) -> None:
         return
     agent_http.serve_in_background(rt)
     supervision.keep_leases(rt)
+    sampling.start(rt)  # GPU efficiency and idle jobs, every GPU_SAMPLE_S
     supervision.say_reattached(rt, rt.agent.reattached)
     beat = heartbeat.beat(rt)
     if beat.requeued:

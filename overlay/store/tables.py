@@ -285,3 +285,36 @@ class UsageTotalRow(Base):
     account: Mapped[str] = mapped_column(String(128), primary_key=True)
     user_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class JobGpuUsageRow(Base):
+    """GPU efficiency (overlay/efficiency.py): what the agent sampled of one GPU while the
+    job held it, folded (sums, maxima, when it went below the idle threshold)."""
+
+    __tablename__ = "job_gpu_usage"
+
+    job_id: Mapped[str] = mapped_column(String(128), ForeignKey("jobs.job_id", ondelete="CASCADE"),
+                                        primary_key=True)
+    gpu_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    util_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    util_max: Mapped[int] = mapped_column(Integer, default=0)
+    memory_peak_mb: Mapped[int] = mapped_column(Integer, default=0)
+    memory_total_mb: Mapped[int] = mapped_column(Integer, default=0)
+    energy_j: Mapped[float] = mapped_column(Float, default=0.0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    idle_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    below_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobIdleRow(Base):
+    """A job's idleness: since when all its GPUs have been idle (None: not idle now), and
+    whether it was submitted idle_ok (exempt from the cancel policy)."""
+
+    __tablename__ = "job_idle"
+
+    job_id: Mapped[str] = mapped_column(String(128), ForeignKey("jobs.job_id", ondelete="CASCADE"),
+                                        primary_key=True)
+    idle_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    idle_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
