@@ -7,6 +7,7 @@ start in a blink.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
@@ -16,6 +17,10 @@ import requests
 DEFAULT_API = "http://localhost:8000"
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
+# A GET refused with 429 (the API's long-poll slots are all taken) is asked again after
+# its Retry-After, this many times at most; a Retry-After above the cap is cut to it.
+BUSY_RETRIES = 600
+MAX_RETRY_AFTER_S = 30.0
 
 
 class CliError(click.ClickException):
@@ -59,7 +64,20 @@ class Client:
 
     def request(self, method: str, path: str, *, read_timeout: float = READ_TIMEOUT_S,
                 **kwargs: Any) -> requests.Response:
-        """The response to a 2xx; raise CliError (exit 2: unreachable, exit 1: the API said no)."""
+        """The response to a 2xx; raise CliError (exit 2: unreachable, exit 1: the API said no).
+
+        A GET answered 429 (every long-poll slot taken) is asked again after its Retry-After.
+        """
+        for _ in range(BUSY_RETRIES):
+            response = self._send(method, path, read_timeout=read_timeout, **kwargs)
+            if response.status_code != 429 or method != "GET":
+                break
+            time.sleep(retry_after(response))
+        if response.status_code >= 400:
+            raise refused(response)
+        return response
+
+    def _send(self, method: str, path: str, *, read_timeout: float, **kwargs: Any) -> requests.Response:
         url = f"{self.base}{path}"
         try:
             response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT_S, read_timeout), **kwargs)
@@ -70,9 +88,16 @@ class Client:
             raise CliError(f"cannot reach the overlay API at {self.base}: {why(e)}", exit_code=2) from e
         except requests.exceptions.RequestException as e:
             raise CliError(f"cannot use the overlay API at {self.base}: {e}", exit_code=2) from e
-        if response.status_code >= 400:
-            raise refused(response)
         return response
+
+
+def retry_after(response: requests.Response) -> float:
+    """Seconds the API asked to wait (Retry-After), within [0.1, MAX_RETRY_AFTER_S]."""
+    try:
+        seconds = float(response.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.1), MAX_RETRY_AFTER_S)
 
 
 def refused(response: requests.Response) -> CliError:

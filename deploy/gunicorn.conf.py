@@ -9,7 +9,11 @@ _settings = Settings.from_env(os.environ)
 
 bind = os.environ.get("API_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("API_WORKERS", "2"))
-threads = int(os.environ.get("API_THREADS", "16"))
+# A long-poll (GET /api/jobs/<id>?wait=) holds a thread until its job ends: API_THREADS
+# (320) per worker, of which API_RESERVED_THREADS (16) are never given to a waiter, so
+# hundreds of waiting clients leave submits their threads; one waiter more than the rest
+# gets 429 with Retry-After (web/waiter.py). An idle thread costs a stack, no CPU.
+threads = _settings.api_threads
 worker_class = "gthread"
 # Clients (the CLI, scripts, long-polls) come straight here, often with keep-alive pools:
 # gunicorn's 2 s default closes an idle connection just as a client reuses it, and the

@@ -37,7 +37,7 @@ def create_app(config: Settings | None = None, *, deps: ApiDeps | None = None) -
         settings=settings,
         sessions=make_sessionmaker(make_engine(settings.database_url)),
         dispatcher=Dispatcher(settings.broker_url),
-        waiter=JobWaiter(settings.database_url),
+        waiter=JobWaiter(settings.database_url, max_waiters=settings.max_waiters),
     )
     api = Api(app)
     schemas.describe_rules(api)

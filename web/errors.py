@@ -13,6 +13,7 @@ from overlay import errors
 
 STATUS_FOR: dict[type[errors.OverlayError], int] = {
     errors.JobNotFound: 404,
+    errors.TooManyWaiters: 429,
     errors.NodeNotFound: 404,
     errors.DuplicateJob: 409,
     errors.InvalidTransition: 409,
@@ -64,7 +65,9 @@ def http_error(e: HTTPException) -> ResponseReturnValue:
 
 def overlay_error(e: errors.OverlayError) -> ResponseReturnValue:
     status = next((s for cls, s in STATUS_FOR.items() if isinstance(e, cls)), 500)
-    return jsonify(body(status, e.message, {k: v for k, v in e.fields.items()})), status
+    # A 429 says when to ask again (TooManyWaiters), as HTTP has it: Retry-After.
+    headers = {"Retry-After": str(e.fields["retry_after_s"])} if "retry_after_s" in e.fields else {}
+    return jsonify(body(status, e.message, {k: v for k, v in e.fields.items()})), status, headers
 
 
 def no_nul_in_path(endpoint: str | None, values: dict[str, Any] | None) -> None:

@@ -8,11 +8,13 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from overlay.errors import StorageUnavailable
+from overlay.errors import StorageUnavailable, TooManyWaiters
 from overlay.store.notifications import JobEndListener
 
 # How long a new watcher waits for the listening connection (first request of a process).
 LISTEN_WAIT_S = 2.0
+# What a long-poll refused for want of a slot is told to wait before asking again.
+RETRY_AFTER_S = 1
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,17 @@ class JobWaiter:
     A background thread LISTENs for job events and sets the Event of every request
     watching a job that has just ended. While Postgres is away it sets them all every second, so
     waiters re-read rather than hang.
+
+    Each waiting request holds one of gunicorn's threads. At most ``max_waiters`` wait at
+    once (the threads left after those kept for submits and every other request): one more
+    is refused with TooManyWaiters (429 with Retry-After), so waiters never take the
+    threads a submit needs.
     """
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, max_waiters: int | None = None) -> None:
         self.database_url = database_url
+        self.max_waiters = max_waiters
+        self.waiting = 0
         self.watchers: dict[str, set[threading.Event]] = defaultdict(set)
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -42,16 +51,23 @@ class JobWaiter:
     @contextmanager
     def watch(self, job_id: str) -> Iterator[threading.Event]:
         """Watch ``job_id``; on return, every end notified from now on sets the event
-        (unless Postgres is away: then the caller's re-reads are what is left)."""
-        self._ensure_listening()
+        (unless Postgres is away: then the caller's re-reads are what is left).
+
+        Raises TooManyWaiters when ``max_waiters`` requests wait already.
+        """
         event = threading.Event()
         with self.lock:
+            if self.max_waiters is not None and self.waiting >= self.max_waiters:
+                raise TooManyWaiters(limit=self.max_waiters, retry_after_s=RETRY_AFTER_S)
+            self.waiting += 1
             self.watchers[job_id].add(event)
-        self.listening.wait(LISTEN_WAIT_S)
         try:
+            self._ensure_listening()
+            self.listening.wait(LISTEN_WAIT_S)
             yield event
         finally:
             with self.lock:
+                self.waiting -= 1
                 self.watchers[job_id].discard(event)
                 if not self.watchers[job_id]:
                     del self.watchers[job_id]
