@@ -206,10 +206,11 @@ def test_while_beat_is_down_and_after_it_is_back_healthy_nodes_stay_alive_and_jo
     # When beat is SIGKILLed: no heartbeats are asked for, no reconcile runs
     stack.kill("beat")
     time.sleep(outage_s)
-    # Then meanwhile the nodes are still listed, though silent for longer than the TTL
+    # Then meanwhile the nodes are still listed: without beat's heartbeats, each agent's
+    # lease renewal (workers/supervision.py) still writes its last_seen, so none is silent
     silent = nodes(stack)
     assert set(silent) == {"node-a", "node-b"}
-    assert min(n["last_seen_age_s"] for n in silent.values()) > TTL_S
+    assert max(n["last_seen_age_s"] for n in silent.values()) < TTL_S
     # and work can still be placed on them
     submit(stack, job_id="during", gpus=1, cmd=["true"])
     assert wait_state(stack, "during", TERMINAL)["state"] == "DONE"
@@ -241,10 +242,12 @@ def test_while_postgres_restarts_ready_says_503_running_jobs_go_on_and_their_end
     redis_url, tmp_path, private_postgres
 ):
     # Given a stack on a Postgres of its own, and a job running that ends during the outage
+    # (an outage shorter than FENCE_S: a longer one fences the job, test_supervisor.py)
     database_url = f"{private_postgres.server}/overlay"
     ensure_database(database_url)
     migrate(database_url)
-    stack = Stack(database_url=database_url, redis_url=redis_url, workdir=tmp_path)
+    stack = Stack(database_url=database_url, redis_url=redis_url, workdir=tmp_path,
+                  NODE_TTL_S="30", FENCE_S="20")
     ended = tmp_path / "ended"
     try:
         stack.start_cluster(agents=("node-a",))
