@@ -142,7 +142,7 @@ def usage_ratio(usage: Usage, shares: Mapping[str, float], account: str) -> floa
     total = usage.total
     used = usage.accounts.get(account, 0.0) / total if total > 0 else 0.0
     if not shares and total > 0:  # equal shares: S = 1 / the accounts that used anything
-        return used * len(usage.accounts)
+        return used * sum(1 for value in usage.accounts.values() if value > 0)
     share = normalized_share(shares, account)
     if used == 0:
         return 0.0
@@ -166,7 +166,7 @@ def user_factor(usage: Usage, *, account: str, user: str) -> float:
     account_used = usage.accounts.get(account, 0.0)
     if account_used <= 0:
         return 1.0
-    users = {u for (a, u) in usage.users if a == account} | {user}
+    users = {u for (a, u), value in usage.users.items() if a == account and value > 0} | {user}
     return 2.0 ** -(usage.users.get((account, user), 0.0) / account_used * len(users))
 
 

@@ -152,6 +152,16 @@ def test_users_are_ordered_within_their_account_and_the_account_factor_is_theirs
     assert user_factor(book, account="vision", user="dave") == 1.0  # a new user: nothing used yet
 
 
+def test_a_user_or_account_without_gpu_seconds_does_not_count_among_those_that_used_some():
+    # Given a CPU-only job's record next to alice's hour of one GPU
+    now = T0 + timedelta(hours=1)
+    book = fold_usage([record(user="alice"), record(user="bob", gpus=0), record(account="idle", gpus=0)],
+                      now=now, half_life_s=math.inf)
+    # Then alice used all of vision's part: her factor is vision's own 0.5, not that of one of two
+    assert user_factor(book, account="vision", user="alice") == 0.5
+    assert fairshare_factor(book, {}, account="vision") == 0.5
+
+
 # -- the priority ------------------------------------------------------------------------------------
 
 def test_a_priority_is_the_sum_of_its_weighted_parts():
