@@ -23,7 +23,8 @@ from typing import Any
 
 import click
 
-from cli import render
+from cli import arrays, render
+from cli.arrays import render_json
 from cli.client import DEFAULT_API, Client, CliError
 
 # The long-poll each wait step asks for: short, so state changes show as they happen.
@@ -60,6 +61,14 @@ def pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -
     return out
 
 
+def maybe_array(client: Client, array_id: str, **params: Any) -> dict[str, Any] | None:
+    """The array ``array_id`` (with a page of its tasks), or None if there is none."""
+    try:
+        return client.get_json(f"/api/arrays/{array_id}", **params)  # type: ignore[no-any-return]
+    except CliError:
+        return None
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -80,7 +89,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
 class LazyGroup(click.Group):
     """A group whose heavier subcommands are imported only when run or listed (click's documented pattern)."""
 
-    lazy = {"simulate": "cli.simulate:simulate"}
+    lazy = {"simulate": "cli.simulate:simulate", "array": "cli.arrays:array"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -118,14 +127,25 @@ def main(ctx: click.Context, api: str, token: str) -> None:
 @click.option("--env", "env", multiple=True, callback=pairs, metavar="KEY=VALUE",
               help="An environment variable for the job (repeatable).")
 @click.option("--max-retries", type=click.IntRange(min=0), help="Retries if its node is lost.")
-@click.option("--job-id", help="Your id for the job (default: generated).")
+@click.option("--job-id", help="Your id for the job (default: generated); an array's id with --array.")
+@click.option("--array", help="A job array, as Slurm's --array: 0-99, 1,3,5-9:2, 0-999%50 (50 at once).")
+@click.option("--after", multiple=True, metavar="IDS",
+              help="Start once these jobs or arrays ended DONE (afterok).")
+@click.option("--after-any", multiple=True, metavar="IDS", help="Start once these ended, however (afterany).")
+@click.option("--after-notok", multiple=True, metavar="IDS",
+              help="Start once these ended FAILED or CANCELLED (afternotok).")
 @click.option("--wait", is_flag=True, help="Wait for the end, show progress, exit with the job's status.")
 @json_option
 @click.argument("cmd", nargs=-1, required=True)
 @click.pass_obj
 def submit(client: Client, cmd: tuple[str, ...], wait: bool, as_json: bool, **options: Any) -> None:
-    """Submit CMD (put it after --). Prints the job's id."""
+    """Submit CMD (put it after --). Prints the job's id (or the array's)."""
+    if wait and options["array"]:
+        raise click.UsageError("--wait follows one job; watch an array with: overlay array ID")
     job = client.post_json("/api/jobs", submit_body(cmd, **options))
+    if "array_id" in job:
+        click.echo(render_json(job) if as_json else f"submitted array {arrays.summary(job)}")
+        return
     if not wait:
         if as_json:
             emit_json(job)
@@ -145,9 +165,18 @@ def submit_body(cmd: tuple[str, ...], **o: Any) -> dict[str, Any]:
         "cmd": list(cmd), "job_id": o["job_id"], "image": o["image"], "gpus": o["gpus"],
         "gpu_memory_mb": o["gpu_memory"], "gpu_model": o["gpu_model"], "priority": o["priority"],
         "timeout_s": o["timeout"], "max_retries": o["max_retries"],
-        "node_selector": o["labels"] or None, "env": o["env"] or None,
+        "node_selector": o["labels"] or None, "env": o["env"] or None, "array": o.get("array"),
+        "depends_on": depends_on(o.get("after", ()), o.get("after_any", ()), o.get("after_notok", ())),
     }
     return {k: v for k, v in body.items() if v is not None}
+
+
+def depends_on(afterok: tuple[str, ...], afterany: tuple[str, ...],
+               afternotok: tuple[str, ...]) -> dict[str, list[str]] | None:
+    """``--after a,b --after-any c`` -> ``{"afterok": ["a", "b"], "afterany": ["c"]}`` (None: none)."""
+    kinds = {"afterok": afterok, "afterany": afterany, "afternotok": afternotok}
+    out = {k: [i for v in values for i in v.split(",") if i] for k, values in kinds.items()}
+    return {k: v for k, v in out.items() if v} or None
 
 
 def wait_for_end(client: Client, job: dict[str, Any], *, show: bool = True) -> dict[str, Any]:
@@ -178,8 +207,15 @@ def poll(client: Client, job_id: str) -> dict[str, Any]:
 @json_option
 @click.pass_obj
 def status(client: Client, job_id: str, as_json: bool) -> None:
-    """One job: state, reason, node and GPUs, timestamps, what it asked for."""
-    job = client.get_json(f"/api/jobs/{job_id}")
+    """One job (or array): state, reason, node and GPUs, timestamps, what it asked for."""
+    try:
+        job = client.get_json(f"/api/jobs/{job_id}")
+    except CliError:
+        shown = maybe_array(client, job_id)
+        if shown is None:
+            raise
+        click.echo(render_json(shown) if as_json else "\n".join(arrays.lines(shown)))
+        return
     if as_json:
         emit_json(job)
     else:
@@ -261,8 +297,15 @@ def drain(client: Client, job_id: str, offset: int, decoder: codecs.IncrementalD
 @json_option
 @click.pass_obj
 def cancel(client: Client, job_id: str, as_json: bool) -> None:
-    """Cancel a job; a running one's processes are killed."""
-    job = client.post_json(f"/api/jobs/{job_id}/cancel")
+    """Cancel a job, or every task of an array; running processes are killed."""
+    try:
+        job = client.post_json(f"/api/jobs/{job_id}/cancel")
+    except CliError:
+        if maybe_array(client, job_id, limit=0) is None:
+            raise
+        shown = client.post_json(f"/api/arrays/{job_id}/cancel")
+        click.echo(render_json(shown) if as_json else f"cancelled array {arrays.summary(shown)}")
+        return
     if as_json:
         emit_json(job)
     else:
