@@ -149,9 +149,9 @@ def stack(engine, say) -> Iterator[Stack]:
     try:
         if up.returncode != 0:
             logs = subprocess.run(["docker", "compose", "-f", "deploy/docker-compose.yml", "logs",
-                                   "--no-color", "--tail", "30"], cwd=ROOT, env=env, capture_output=True,
-                                  text=True).stdout
-            pytest.fail(f"make up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}\n{logs[-6000:]}")
+                                   "--no-color", "--tail", "40", "api", "postgres", "redis"],
+                                  cwd=ROOT, env=env, capture_output=True, text=True).stdout
+            pytest.fail(f"make up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}\n{logs[-8000:]}")
         yield Stack(env=env, ports=ports, secrets=read_env_file(), up_output=up.stdout)
     finally:
         subprocess.run(["make", "down", "HAS_GPU="], cwd=ROOT, env=env, capture_output=True, timeout=300)
