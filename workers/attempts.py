@@ -52,6 +52,13 @@ class AttemptDir:
         except (OSError, ValueError) as e:
             return {"exit_code": None, "reason": f"unreadable outcome record: {e}"}
 
+    def gpus(self) -> tuple[int, ...]:
+        """The GPU indices the attempt runs on, as its spec says (none if unreadable)."""
+        try:
+            return tuple(json.loads((self.path / "spec.json").read_text())["gpus"])
+        except (OSError, ValueError, KeyError):
+            return ()
+
     def supervisor_alive(self) -> bool:
         """Whether the supervisor this directory names still runs (pid and start time match)."""
         try:

@@ -120,19 +120,17 @@ def launch(rt: Runtime, job: Job, path: Path, header: str) -> runner.Outcome | N
 
 def report_found(rt: Runtime, directory: AttemptDir) -> None:
     """Wait for an attempt a previous agent process started, and record its end."""
+    rt.agent.hold(directory.job_id, directory.gpus())  # /health and /metrics show it running
     try:
         outcome = supervision.wait(rt, directory)
         if outcome is None:
             return  # stopping: the next agent process reports it
         job = read_attempt(rt, directory)
         if job is not None:
-            rt.agent.hold(job.job_id, job.gpus)
-            try:
-                record_end(rt, job, outcome, log_file(rt, job.job_id))
-            finally:
-                rt.agent.free(job.job_id)
+            record_end(rt, job, outcome, log_file(rt, job.job_id))
         forget(rt, directory)
     finally:
+        rt.agent.free(directory.job_id)
         rt.agent.unsupervise(directory)
         rt.agent.unclaim(directory.job_id, directory.attempt)
 

@@ -24,6 +24,7 @@ from tests.integration.harness import (
     alive,
     job,
     logs,
+    nodes,
     shared_stack,
     submit,
     wait_state,
@@ -148,3 +149,18 @@ def test_a_job_writing_more_than_log_max_bytes_runs_on_and_its_log_ends_with_the
     assert "the end" not in text
     assert LOG_MAX_BYTES <= len(response.content) <= LOG_MAX_BYTES + 200
     assert response.headers.get("X-Log-Truncated") == "true"
+
+
+def test_a_job_sees_nothing_of_the_agents_environment(contained):
+    # Given agents started with DATABASE_URL and REDIS_URL (the test stack's own)
+    assert nodes(contained)["node-a"]["agent_health"]["containment"] == cgroups.detect()
+    # When a job prints its environment and its parent's (its supervisor's)
+    submit(contained, job_id="nosy", env={"MINE": "yes"},
+           cmd=["sh", "-c", "env; echo ---; tr '\\0' '\\n' < /proc/$PPID/environ"])
+    ended = wait_state(contained, "nosy", TERMINAL, timeout=60)
+    output = logs(contained, "nosy")
+    # Then it holds its own variables and overlay's, and no secret of the agent's anywhere
+    assert ended["state"] == "DONE", output
+    assert "MINE=yes" in output and "OVERLAY_JOB_ID=nosy" in output and "HOME=" in output
+    for secret in ("DATABASE_URL", "REDIS_URL", "postgresql", "redis://"):
+        assert secret not in output, output
