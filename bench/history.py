@@ -83,6 +83,36 @@ def load(conn: Connection, *, jobs: int, events_per_job: int, start: Any) -> Non
     counters.rebuild_on(conn)
 
 
+# What the scrape and the list total sent before the job counters (commit fdc74e3^^): every
+# job and event read on each scrape. Timed once each (seconds apiece at a million jobs).
+OLD_SCRAPE = (
+    "select status, count(*) from jobs group by status",
+    "select to_state, count(*) from job_events group by to_state",
+    "select count(*) from job_events where from_state is null",
+    "select count(*), sum(extract(epoch from placed_at - enqueued_at)) from jobs "
+    "where placed_at is not null",
+    "select count(*), sum(extract(epoch from started_at - enqueued_at)) from jobs "
+    "where started_at is not null",
+)
+OLD_LIST_TOTAL = "select count(*) from jobs where status = 'DONE'"
+
+
+def old_queries_ms(database_url: str) -> dict[str, float]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        def timed(sql: str) -> float:
+            t = time.perf_counter()
+            conn.execute(text(sql)).all()
+            return (time.perf_counter() - t) * 1000
+
+        result = {"old_scrape_queries_ms": round(sum(timed(q) for q in OLD_SCRAPE), 1),
+                  "old_list_total_done_ms": round(timed(OLD_LIST_TOTAL), 1)}
+    engine.dispose()
+    return result
+
+
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:
     fn()  # warm: connections, caches
     times = []
@@ -117,6 +147,9 @@ def measure(database_url: str, repeats: int, *, job_id: str) -> dict[str, Any]:
     figures["list_all_ms"] = median_ms(lambda: get("/api/jobs?limit=50"), repeats)
     sessions = make_sessionmaker(make_engine(database_url))
     figures["events_ms"] = median_ms(lambda: events(sessions, job_id), repeats)
+    figures["store_list_ms"] = {s.value: median_ms(lambda s=s: store_page(sessions, s), repeats)
+                                for s in JobState}
+    figures["store_counters_ms"] = median_ms(lambda: store_counters(sessions), repeats)
     figures["metrics_http_ms"] = over_http(database_url, repeats)
     return figures
 
@@ -126,6 +159,21 @@ def events(sessions: Any, job_id: str) -> None:
 
     with sessions.begin() as s:
         assert job_store.events(s, job_id)
+
+
+def store_page(sessions: Any, state: JobState) -> None:
+    from overlay.store import jobs as job_store
+
+    with sessions.begin() as s:
+        job_store.list_jobs(s, state=state, limit=50, offset=0)
+
+
+def store_counters(sessions: Any) -> None:
+    from overlay.store import stats
+
+    with sessions.begin() as s:
+        stats.counters(s)
+        stats.oldest_queued_at(s)
 
 
 def over_http(database_url: str, repeats: int) -> float:
@@ -166,7 +214,10 @@ def main() -> int:
     parser.add_argument("--events-per-job", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its URL is printed)")
+    parser.add_argument("--database", help="a database --keep kept: measure it again, load nothing")
     args = parser.parse_args()
+    if args.database:
+        return report(measure_loaded(args.database, args.repeats))
     url = f"{PG_SERVER}/overlay_history_{uuid.uuid4().hex[:8]}"
     ensure_database(url)
     try:
@@ -178,16 +229,29 @@ def main() -> int:
                  start=datetime.now(UTC) - timedelta(days=30))
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE jobs, job_events"))
-            n_jobs, n_events = (conn.scalar(text(f"select count(*) from {table}"))
-                                for table in ("jobs", "job_events"))
         engine.dispose()
-        figures = {"jobs": n_jobs, "events": n_events, "load_s": round(time.perf_counter() - began, 1),
-                   **measure(url, args.repeats, job_id=f"hist-{n_jobs // 2 + 1}"), "repeats": args.repeats}
+        figures = {"load_s": round(time.perf_counter() - began, 1), **measure_loaded(url, args.repeats)}
     finally:
         if args.keep:
             print(f"kept: {url}")
         else:
             drop_database(url)
+    return report(figures)
+
+
+def measure_loaded(url: str, repeats: int) -> dict[str, Any]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n_jobs, n_events = (conn.scalar(text(f"select count(*) from {table}"))
+                            for table in ("jobs", "job_events"))
+    engine.dispose()
+    return {"jobs": n_jobs, "events": n_events, **measure(url, repeats, job_id=f"hist-{n_jobs // 2 + 1}"),
+            "repeats": repeats, **old_queries_ms(url)}
+
+
+def report(figures: dict[str, Any]) -> int:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,8 +37,10 @@ log = logging.getLogger(__name__)
 
 
 # How often a waiting request re-reads its job without being woken (a guard against a
-# lost NOTIFY: the end wakes it at once).
-RECHECK_S = 5.0
+# lost NOTIFY: the end wakes it at once, and a lost LISTEN connection wakes every waiter).
+# Long and spread (a random 50-100% of it each time): hundreds of waiters that arrived
+# together and re-read in step would take every thread and connection from the submits.
+RECHECK_S = 30.0
 
 
 def new_job_id() -> str:
@@ -95,7 +98,7 @@ class JobById(MethodView):
                 if job.state.terminal or left <= 0:
                     return job_view(job)
                 # Woken when the job ends; the periodic re-read only guards against a lost NOTIFY.
-                ended.wait(min(left, RECHECK_S))
+                ended.wait(min(left, RECHECK_S * random.uniform(0.5, 1.0)))
                 ended.clear()
 
 
