@@ -11,7 +11,20 @@ from flask_smorest import Api
 from overlay import __version__
 from overlay.config import Settings
 from overlay.store.session import make_engine, make_sessionmaker
-from web import admin, auth, dashboard, errors, health, jobs, metrics, nodes, policies, schemas
+from web import (
+    accounts,
+    admin,
+    auth,
+    dashboard,
+    errors,
+    health,
+    jobs,
+    metrics,
+    nodes,
+    policies,
+    schemas,
+    usage,
+)
 from web.deps import ApiDeps
 from web.dispatch import Dispatcher
 from web.waiter import JobWaiter
@@ -41,8 +54,9 @@ def create_app(config: Settings | None = None, *, deps: ApiDeps | None = None) -
     )
     api = Api(app)
     schemas.describe_rules(api)
-    auth.register(app, api, settings)
-    for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, metrics.blp, health.blp):
+    auth.register(app, api, settings, app.extensions["overlay"].sessions)
+    for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, accounts.blp, usage.blp, metrics.blp,
+                      health.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(dashboard.blp)
     errors.register(app)

@@ -19,6 +19,13 @@ STATUS_FOR: dict[type[errors.OverlayError], int] = {
     errors.InvalidTransition: 409,
     errors.StaleAttempt: 409,
     errors.UnknownPolicy: 422,
+    errors.InvalidField: 422,
+    errors.AccountNotFound: 404,
+    errors.UserNotFound: 404,
+    errors.TokenNotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.NotAllowed: 403,
+    errors.NotAMember: 403,
     errors.ConfigError: 500,
     errors.StorageUnavailable: 503,
 }

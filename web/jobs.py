@@ -16,11 +16,15 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.exceptions import Forbidden
 
+from overlay.identity import check_may_see, submit_account
 from overlay.launch import LOG_TRUNCATED, log_path
 from overlay.logfmt import job_fields
 from overlay.model import Job, JobSpec
 from overlay.states import JobState
 from overlay.store import jobs as store
+from overlay.store import sharing
+from overlay.store.session import resolve_now
+from web.auth import current_caller
 from web.deps import deps
 from web.schemas import (
     JobListQuerySchema,
@@ -55,7 +59,8 @@ class Jobs(MethodView):
         """List jobs, newest first, optionally only those in one state."""
         state = JobState(query["state"]) if "state" in query else None
         with deps().transaction() as s:
-            jobs, total = store.list_jobs(s, state=state, limit=query["limit"], offset=query["offset"])
+            jobs, total = store.list_jobs(s, state=state, limit=query["limit"], offset=query["offset"],
+                                          owner=current_caller())
         return {"jobs": [job_view(j) for j in jobs], "total": total,
                 "limit": query["limit"], "offset": query["offset"]}
 
@@ -63,10 +68,16 @@ class Jobs(MethodView):
     @blp.response(201, JobSchema)
     @blp.alt_response(409, description="a job with this job_id exists")
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Submit a job: stored as QUEUED first, then the scheduler is woken."""
+        """Submit a job: stored as QUEUED first, then the scheduler is woken.
+
+        It runs as the caller, under ``account`` (one of theirs: 403 otherwise) or their default.
+        """
+        caller = current_caller()
         spec = JobSpec(
             job_id=body.pop("job_id", None) or new_job_id(),
             cmd=tuple(body.pop("cmd")),
+            user=caller.user,
+            account=submit_account(caller, body.pop("account", None)),
             **body,
         )
         svc = deps()
@@ -89,14 +100,14 @@ class JobById(MethodView):
         """
         svc = deps()
         if not query.get("wait"):
-            return job_view(read_job(job_id))
+            return shown(read_job(job_id))
         deadline = time.monotonic() + query["wait"]
         with svc.waiter.watch(job_id) as ended:
             while True:
                 job = read_job(job_id)
                 left = deadline - time.monotonic()
                 if job.state.terminal or left <= 0:
-                    return job_view(job)
+                    return shown(job)
                 # Woken when the job ends; the periodic re-read only guards against a lost NOTIFY.
                 ended.wait(min(left, RECHECK_S * random.uniform(0.5, 1.0)))
                 ended.clear()
@@ -104,8 +115,23 @@ class JobById(MethodView):
 
 
 def read_job(job_id: str) -> Job:
+    """The job, if the caller may see it: raise JobNotFound, NotAllowed (403)."""
     with deps().transaction() as s:
-        return store.read_job(s, job_id)
+        job = store.read_job(s, job_id)
+    check_may_see(current_caller(), job.spec)
+    return job
+
+
+def shown(job: Job) -> dict[str, Any]:
+    """The job's view, with its multifactor priority now while it waits."""
+    if job.state is not JobState.QUEUED:
+        return job_view(job)
+    svc = deps()
+    with svc.transaction() as s:
+        now = resolve_now(s, svc.clock())
+        priority = sharing.priority_of(s, job, now=now, half_life_s=svc.settings.fairshare_half_life,
+                                       weights=svc.settings.priority_weights)
+    return job_view(job, priority=priority)
 
 
 # A follower asking from an offset gets at most this much per request, and asks again.
@@ -124,6 +150,7 @@ class JobLogs(MethodView):
     def get(self, query: dict[str, int], job_id: str) -> Response:
         """The job's combined stdout and stderr, streamed (``?offset=&limit=`` in bytes)."""
         svc = deps()
+        read_job(job_id)  # the caller's, or 403
         with svc.transaction() as s:
             tail = store.log_tail(s, job_id)
         offset = query.get("offset", 0)
@@ -172,6 +199,7 @@ class JobCancel(MethodView):
     def post(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; a running one's process group is killed by its agent."""
         svc = deps()
+        read_job(job_id)  # the caller's, or 403
         with svc.transaction() as s:
             job = store.cancel(s, job_id, now=svc.clock())
         if job.node is not None and job.attempt:

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from overlay.store import nodes as store
+from overlay.store import sharing
 from overlay.store.session import resolve_now
 from web.deps import deps
 from web.schemas import NodeListQuerySchema, NodeListSchema
@@ -23,7 +24,8 @@ def list_view(include_offline: bool) -> dict[str, Any]:
         infos = store.node_infos(
             s, now=now, ttl_s=svc.settings.node_ttl_s, include_offline=include_offline
         )
-    return {"nodes": [node_view(i, now=now) for i in infos]}
+        owners = sharing.gpu_owners(s)
+    return {"nodes": [node_view(i, now=now, owners=owners) for i in infos]}
 
 
 @blp.route("")

@@ -8,6 +8,7 @@ are in the fields' descriptions.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from apispec.ext.marshmallow.field_converter import FieldConverterMixin
@@ -30,6 +31,8 @@ MAX_ENV_BYTES = 64 * 1024
 # the file system's lseek fail (a 500, found by tests/web/test_fuzz_openapi.py).
 MAX_OFFSET = 2**40
 REDACTED = "***"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+NAME_ERROR = "must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}"
 # JSON Schema patterns (searched, as ECMA-262 and Python's re.search do): no NUL anywhere;
 # and, for the program, at least one character that is not whitespace (str.strip's set).
 NO_NUL = r"^[^\u0000]*$"
@@ -125,6 +128,9 @@ class JobSubmitSchema(Schema):
     memory_mb = StrictInt(load_default=0, validate=validate.Range(min=0, max=100_000_000),
                           metadata={"description": "memory limit of the job's processes, MiB "
                                                    "(0: none); past it the job fails, out of memory"})
+    account = Text(validate=validate.Regexp(NAME, error=NAME_ERROR),
+                   metadata={"description": "the account the job runs under (one of the user's; "
+                                            "default: the user's default account)"})
 
     @validates("job_id")
     def _not_only_dots(self, value: str, **_: Any) -> None:
@@ -167,8 +173,27 @@ class JobRequestSchema(Schema):
     memory_mb = fields.Integer()
 
 
+class PrioritySchema(Schema):
+    """A waiting job's multifactor priority now (docs/architecture.md): ``value`` is the sum
+    of the weighted parts; the factors (0..1) are what the parts were weighed from."""
+
+    value = fields.Float()
+    priority = fields.Float()
+    age = fields.Float()
+    fairshare = fields.Float()
+    user = fields.Float()
+    age_factor = fields.Float()
+    fairshare_factor = fields.Float()
+    user_factor = fields.Float()
+
+
 class JobSchema(Schema):
     job_id = fields.String()
+    user = fields.String()
+    account = fields.String()
+    borrowed = fields.Boolean(metadata={"description": "placed on idle GPUs beyond its account's quota"})
+    priority = fields.Nested(PrioritySchema, allow_none=True,
+                             metadata={"description": "while QUEUED: its multifactor priority now"})
     state = fields.String(metadata={"enum": [s.value for s in JobState]})
     attempt = fields.Integer()
     node = fields.String(allow_none=True)
@@ -242,6 +267,8 @@ class GpuSchema(Schema):
     compute_capability = fields.String(allow_none=True)
     mig_mode = fields.String(allow_none=True)
     job_id = fields.String(allow_none=True, metadata={"description": "the job holding it"})
+    user = fields.String(allow_none=True, metadata={"description": "the user of the job holding it"})
+    account = fields.String(allow_none=True, metadata={"description": "the account of the job holding it"})
 
 
 class NodeSchema(Schema):
@@ -275,6 +302,141 @@ class StoreCheckSchema(Schema):
 class ReadySchema(Schema):
     postgres = fields.Nested(StoreCheckSchema)
     redis = fields.Nested(StoreCheckSchema)
+
+
+# -- accounts, users, tokens, usage ----------------------------------------------------------------
+
+MAX_GPUS_QUOTA = 1_000_000
+
+
+def name_field(**kwargs: Any) -> Text:
+    """A user or account name: letters, digits, ``.``, ``_``, ``-``; a letter or digit first."""
+    return Text(validate=validate.Regexp(NAME, error=NAME_ERROR), **kwargs)
+
+
+class AccountCreateSchema(Schema):
+    name = name_field(required=True)
+    share = fields.Float(load_default=1.0, validate=validate.Range(min=0, max=1_000_000),
+                         metadata={"description": "fair-share target, relative to the other accounts'"})
+    quota = StrictInt(load_default=None, allow_none=True, validate=validate.Range(min=0, max=MAX_GPUS_QUOTA),
+                      metadata={"description": "GPUs the account's jobs may hold at once (null: no quota)"})
+    quota_models = fields.Dict(
+        keys=Text(validate=validate.Length(min=1, max=128)),
+        values=StrictInt(validate=validate.Range(min=0, max=MAX_GPUS_QUOTA)),
+        load_default=dict, validate=validate.Length(max=32),
+        metadata={"description": "GPUs at once per GPU model (a case-insensitive part of its name)"})
+
+
+class AccountUpdateSchema(Schema):
+    share = fields.Float(validate=validate.Range(min=0, max=1_000_000))
+    quota = StrictInt(allow_none=True, validate=validate.Range(min=0, max=MAX_GPUS_QUOTA))
+    quota_models = fields.Dict(keys=Text(validate=validate.Length(min=1, max=128)),
+                               values=StrictInt(validate=validate.Range(min=0, max=MAX_GPUS_QUOTA)),
+                               validate=validate.Length(max=32))
+
+
+class AccountSchema(Schema):
+    name = fields.String()
+    share = fields.Float()
+    quota = fields.Integer(allow_none=True)
+    quota_models = fields.Dict(keys=fields.String(), values=fields.Integer())
+    users = fields.List(fields.String())
+    coordinators = fields.List(fields.String())
+
+
+class AccountListSchema(Schema):
+    accounts = fields.List(fields.Nested(AccountSchema))
+
+
+class UserCreateSchema(Schema):
+    name = name_field(required=True)
+    accounts = fields.List(name_field(), required=True, validate=validate.Length(min=1, max=64))
+    default_account = name_field(metadata={"description": "default: the first of accounts"})
+    coordinator_of = fields.List(name_field(), load_default=list, validate=validate.Length(max=64),
+                                 metadata={"description": "accounts whose jobs this user sees (joined too)"})
+
+
+class MembershipSchema(Schema):
+    account = name_field(required=True)
+    coordinator = fields.Boolean(load_default=False)
+
+
+class UserSchema(Schema):
+    name = fields.String()
+    default_account = fields.String()
+    accounts = fields.List(fields.String())
+    coordinator_of = fields.List(fields.String())
+
+
+class UserListSchema(Schema):
+    users = fields.List(fields.Nested(UserSchema))
+
+
+class TokenCreateSchema(Schema):
+    user = name_field(required=True)
+
+
+class TokenSchema(Schema):
+    key = fields.String(metadata={"description": "the token's public part, to revoke it by"})
+    user = fields.String()
+    created_at = fields.DateTime()
+    revoked_at = fields.DateTime(allow_none=True)
+
+
+class TokenCreatedSchema(TokenSchema):
+    token = fields.String(metadata={"description": "the token: shown this once, stored only as a hash"})
+
+
+class TokenListQuerySchema(Schema):
+    user = name_field()
+
+
+class TokenListSchema(Schema):
+    tokens = fields.List(fields.Nested(TokenSchema))
+
+
+class UsageQuerySchema(Schema):
+    group_by = fields.String(load_default="account",
+                             validate=validate.OneOf(["account", "user", "gpu_model"]))
+    since = fields.AwareDateTime(default_timezone=UTC,
+                                 metadata={"description": "only usage from then on (default: all)"})
+    until = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "only usage before then"})
+
+
+class UsageRowSchema(Schema):
+    group = fields.String()
+    gpu_seconds = fields.Float()
+    gpu_hours = fields.Float()
+    attempts = fields.Integer()
+
+
+class UsageSchema(Schema):
+    group_by = fields.String()
+    since = fields.DateTime(allow_none=True)
+    until = fields.DateTime(allow_none=True)
+    rows = fields.List(fields.Nested(UsageRowSchema))
+
+
+class ShareUserSchema(Schema):
+    user = fields.String()
+    usage = fields.Float(metadata={"description": "decayed GPU-seconds"})
+    user_factor = fields.Float()
+
+
+class ShareAccountSchema(Schema):
+    account = fields.String()
+    share = fields.Float(allow_none=True, metadata={"description": "configured share (null: no account row)"})
+    normalized_share = fields.Float()
+    usage = fields.Float(metadata={"description": "decayed GPU-seconds"})
+    normalized_usage = fields.Float()
+    fairshare_factor = fields.Float()
+    users = fields.List(fields.Nested(ShareUserSchema))
+
+
+class ShareSchema(Schema):
+    at = fields.DateTime()
+    half_life_s = fields.Float()
+    accounts = fields.List(fields.Nested(ShareAccountSchema))
 
 
 # -- the spec states the rules -------------------------------------------------------------------

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from overlay.fairshare import Priority
 from overlay.model import Job, NodeInfo
 from web.schemas import REDACTED
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def job_view(job: Job, *, priority: Priority | None = None) -> dict[str, Any]:
     spec = job.spec
     return {
         "job_id": job.job_id,
+        "user": spec.user,
+        "account": spec.account,
+        "borrowed": job.borrowed,
+        "priority": asdict(priority) if priority is not None else None,
         "state": job.state.value,
         "attempt": job.attempt,
         "node": job.node,
@@ -26,6 +32,8 @@ def job_view(job: Job) -> dict[str, Any]:
             "started": job.started_at,
             "finished": job.finished_at,
         },
+        "array_id": spec.array_id,
+        "array_index": spec.array_index,
         "request": {
             "cmd": list(spec.cmd),
             "image": spec.image,
@@ -43,14 +51,21 @@ def job_view(job: Job) -> dict[str, Any]:
     }
 
 
-def node_view(info: NodeInfo, *, now: datetime) -> dict[str, Any]:
+def node_view(info: NodeInfo, *, now: datetime,
+              owners: Mapping[tuple[str, int], tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A node as the API shows it; ``owners``: (node, GPU index) -> (user, account) of the
+    job holding it, shown to everyone (as squeue does: never the job's command or env)."""
     snap = info.snapshot
+    owners = owners or {}
+    none = (None, None)
     return {
         "name": snap.name,
         "hostname": info.hostname,
         "state": snap.state.value,
         "labels": dict(snap.labels),
-        "gpus": [{**asdict(g), "job_id": info.holders.get(g.index)} for g in snap.gpus],
+        "gpus": [{**asdict(g), "job_id": info.holders.get(g.index),
+                  **dict(zip(("user", "account"), owners.get((snap.name, g.index), none), strict=True))}
+                 for g in snap.gpus],
         "agent_health": dict(info.agent_health),
         "last_seen": info.last_seen,
         "last_seen_age_s": round((now - info.last_seen).total_seconds(), 3),
