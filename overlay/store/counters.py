@@ -24,6 +24,22 @@ SELECT name, sum(n), sum(total) FROM moved GROUP BY name
 ON CONFLICT (name) DO UPDATE SET n = job_counters.n + EXCLUDED.n, total = job_counters.total + EXCLUDED.total
 """)
 
+# Fold and read in one statement (one round trip: a scrape's cost is mostly round trips).
+# Every part of a statement sees the snapshot it began with, so the SELECT adds the
+# counters and the deltas as they were before the fold: the same sums as after it.
+FOLD_AND_READ = text("""
+WITH lock AS (SELECT pg_try_advisory_xact_lock(:k) AS held),
+moved AS (DELETE FROM job_counter_deltas WHERE (SELECT held FROM lock) RETURNING name, n, total),
+folded AS (
+  INSERT INTO job_counters (name, n, total) SELECT name, sum(n), sum(total) FROM moved GROUP BY name
+  ON CONFLICT (name) DO UPDATE
+  SET n = job_counters.n + EXCLUDED.n, total = job_counters.total + EXCLUDED.total
+)
+SELECT name, sum(n), sum(total) FROM (
+  SELECT name, n, total FROM job_counters UNION ALL SELECT name, n, total FROM job_counter_deltas
+) c GROUP BY name
+""")
+
 READ = text("""
 SELECT name, sum(n), sum(total) FROM (
   SELECT name, n, total FROM job_counters UNION ALL SELECT name, n, total FROM job_counter_deltas
@@ -56,6 +72,12 @@ def compact(session: Session) -> bool:
         return False
     session.execute(COMPACT)
     return True
+
+
+def fold_and_read(session: Session) -> dict[str, tuple[int, float]]:
+    """``compact`` (if no one else is folding) and ``read``, in one statement."""
+    rows = session.execute(FOLD_AND_READ, {"k": COMPACT_LOCK})
+    return {name: (int(n), float(total)) for name, n, total in rows}
 
 
 def read(session: Session) -> dict[str, tuple[int, float]]:

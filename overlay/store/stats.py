@@ -64,9 +64,8 @@ class Counters:
 
 
 def counters(session: Session) -> Counters:
-    """Fold pending deltas if no one else is, then read every counter."""
-    counter_store.compact(session)
-    return Counters(values=counter_store.read(session))
+    """Fold pending deltas if no one else is, and read every counter (one statement)."""
+    return Counters(values=counter_store.fold_and_read(session))
 
 
 def oldest_queued_at(session: Session) -> datetime | None:
