@@ -14,6 +14,7 @@ from overlay.store.session import make_engine, make_sessionmaker
 from web import (
     accounts,
     admin,
+    arrays,
     auth,
     dashboard,
     errors,
@@ -58,6 +59,7 @@ def create_app(config: Settings | None = None, *, deps: ApiDeps | None = None) -
     for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, accounts.blp, usage.blp, metrics.blp,
                       health.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(arrays.blp)  # job arrays (web/arrays.py)
     app.register_blueprint(dashboard.blp)
     errors.register(app)
     return app

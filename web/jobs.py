@@ -16,14 +16,16 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.exceptions import Forbidden
 
+from overlay import dependencies as dependency_rules
 from overlay.identity import check_may_see, submit_account
 from overlay.launch import LOG_TRUNCATED, log_path
 from overlay.logfmt import job_fields
 from overlay.model import Job, JobSpec
 from overlay.states import JobState
+from overlay.store import dependencies, sharing
 from overlay.store import jobs as store
-from overlay.store import sharing
 from overlay.store.session import resolve_now
+from web import arrays
 from web.auth import current_caller
 from web.deps import deps
 from web.schemas import (
@@ -66,13 +68,20 @@ class Jobs(MethodView):
 
     @blp.arguments(JobSubmitSchema)
     @blp.response(201, JobSchema)
+    @blp.doc(responses={"201": {"description": "the job; for an array, the array and its counts",
+                                "content": {"application/json": {"schema": {"anyOf": [
+                                    {"$ref": "#/components/schemas/Job"},
+                                    {"$ref": "#/components/schemas/Array"}]}}}}})
     @blp.alt_response(409, description="a job with this job_id exists")
-    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+    @blp.alt_response(422, description="a bad field, an unknown or cyclic dependency")
+    def post(self, body: dict[str, Any]) -> Any:
         """Submit a job: stored as QUEUED first, then the scheduler is woken.
 
         It runs as the caller, under ``account`` (one of theirs: 403 otherwise) or their default.
         """
         caller = current_caller()
+        expression = body.pop("array", None)
+        needs = dependency_rules.parse(body.pop("depends_on", None) or {})
         spec = JobSpec(
             job_id=body.pop("job_id", None) or new_job_id(),
             cmd=tuple(body.pop("cmd")),
@@ -80,9 +89,14 @@ class Jobs(MethodView):
             account=submit_account(caller, body.pop("account", None)),
             **body,
         )
+        if expression is not None:
+            return arrays.submit(spec, expression, needs)
         svc = deps()
         with svc.transaction() as s:
+            if needs:
+                dependencies.check(s, {spec.job_id}, needs)
             job = store.insert_job(s, spec, now=svc.clock())
+            dependencies.add(s, spec.job_id, needs)
         log.info("job %s submitted: %d GPU(s)", job.job_id, spec.gpus,
                  extra=job_fields(job.job_id, None, state=job.state.value, gpus_wanted=spec.gpus))
         svc.dispatcher.schedule()

@@ -15,6 +15,8 @@ from apispec.ext.marshmallow.field_converter import FieldConverterMixin
 from flask_smorest import Api
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
+from overlay import arrays
+from overlay.dependencies import Kind
 from overlay.launch import RESERVED_ENV
 from overlay.policies import SUPPORTED
 from overlay.states import JobState
@@ -93,6 +95,28 @@ class Argv(fields.List):
         return argv
 
 
+MAX_DEPENDENCIES = 100
+
+
+def _targets(kind: Kind, meaning: str) -> fields.List:
+    return fields.List(
+        Text(validate=validate.Regexp(JOB_ID, error="must match [A-Za-z0-9._-]{{1,128}}"),
+             metadata={"pattern": JOB_ID_NOT_ONLY_DOTS, "minLength": 1, "maxLength": 128}),
+        load_default=list, validate=validate.Length(max=MAX_DEPENDENCIES),
+        metadata={"description": f"{kind}: start once each of these {meaning}. Ids of jobs or arrays "
+                                 "(all of an array's tasks) that exist: any other id, or one that would "
+                                 "close a cycle, is refused (422)"})
+
+
+class DependsOnSchema(Schema):
+    """What a job waits for, as Slurm's --dependency (afterok:..., afterany:..., afternotok:...)."""
+
+    afterok = _targets(Kind.AFTEROK, "has ended DONE (if one ends otherwise, the job is cancelled)")
+    afterany = _targets(Kind.AFTERANY, "has ended, however")
+    afternotok = _targets(Kind.AFTERNOTOK, "has ended FAILED or CANCELLED (if all end DONE, the job is "
+                                           "cancelled)")
+
+
 class JobSubmitSchema(Schema):
     """A job to run. Unknown fields are an error."""
 
@@ -132,6 +156,17 @@ class JobSubmitSchema(Schema):
                    metadata={"description": "the account the job runs under (one of the user's; "
                                             "default: the user's default account)"})
 
+    array = Text(
+        validate=[validate.Length(max=arrays.MAX_EXPRESSION),
+                  validate.Regexp(arrays.PATTERN, error="not an array expression like 0-99, 1,3,5-9:2 or "
+                                                        f"0-999%50 (indices 0..{arrays.MAX_INDEX})")],
+        metadata={"description": "a job array, in Slurm's --array syntax: indices (0.."
+                                 f"{arrays.MAX_INDEX}, so at most {arrays.MAX_TASKS} tasks) as N, A-B or "
+                                 "A-B:STEP, comma-separated, and %N: at most N tasks at once. A range must "
+                                 "not end before it starts (422). Each task is a job <job_id>_<index>; "
+                                 "job_id is the array's id"})
+    depends_on = fields.Nested(DependsOnSchema, metadata={"description": "jobs or arrays this job waits for"})
+
     @validates("job_id")
     def _not_only_dots(self, value: str, **_: Any) -> None:
         if set(value) == {"."}:
@@ -149,6 +184,12 @@ class JobSubmitSchema(Schema):
     def _memory_needs_gpus(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("gpus", 0) == 0 and (data.get("gpu_memory_mb") or data.get("gpu_model")):
             raise ValidationError("gpu_memory_mb and gpu_model need gpus >= 1", "gpus")
+
+    @validates_schema
+    def _array_id_fits(self, data: dict[str, Any], **_: Any) -> None:
+        if "array" in data and len(data.get("job_id", "")) > arrays.MAX_ARRAY_ID:
+            raise ValidationError(f"an array's id is at most {arrays.MAX_ARRAY_ID} characters "
+                                  "(its tasks' ids are <job_id>_<index>)", "job_id")
 
 
 class TimestampsSchema(Schema):
@@ -202,6 +243,31 @@ class JobSchema(Schema):
     reason = fields.String(allow_none=True)
     timestamps = fields.Nested(TimestampsSchema)
     request = fields.Nested(JobRequestSchema)
+    array_id = fields.String(allow_none=True, metadata={"description": "the array this job is a task of"})
+    array_index = fields.Integer(allow_none=True, metadata={"description": "its index in that array"})
+
+
+class ArraySchema(Schema):
+    """A job array: its tasks' counts per state and, when asked for, a page of them."""
+
+    array_id = fields.String()
+    expression = fields.String(metadata={"description": "the array as submitted (Slurm syntax)"})
+    size = fields.Integer(metadata={"description": "how many tasks"})
+    max_running = fields.Integer(allow_none=True, metadata={"description": "the %N limit: tasks at once"})
+    user = fields.String()
+    account = fields.String()
+    submitted_at = fields.DateTime()
+    counts = fields.Dict(keys=fields.String(metadata={"enum": [s.value for s in JobState]}),
+                         values=fields.Integer(), metadata={"description": "tasks per state"})
+    tasks = fields.List(fields.Nested(JobSchema), metadata={"description": "a page of tasks, by index"})
+    limit = fields.Integer(metadata={"description": "the page's size"})
+    offset = fields.Integer()
+
+
+class ArrayQuerySchema(Schema):
+    state = fields.String(validate=validate.OneOf([s.value for s in JobState]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=0, max=500))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 class JobListQuerySchema(Schema):
@@ -451,6 +517,15 @@ GPU_DETAILS_NEED_GPUS = {
 }
 
 
+# An array's id leaves room in a job id for its tasks' "_<index>".
+ARRAY_ID_FITS = {
+    "anyOf": [
+        {"not": {"required": ["array"]}},
+        {"properties": {"job_id": {"maxLength": arrays.MAX_ARRAY_ID}}},
+    ],
+}
+
+
 def field_rules(
     self: FieldConverterMixin, field: fields.Field, ret: dict[str, Any], **_: Any
 ) -> dict[str, Any]:
@@ -478,4 +553,6 @@ def describe_rules(api: Api) -> None:
     """Make ``api``'s OpenAPI spec state every rule these schemas enforce. Call before
     registering blueprints."""
     api.ma_plugin.converter.add_attribute_function(field_rules)
-    api.spec.components.schema("JobSubmit", GPU_DETAILS_NEED_GPUS, schema=JobSubmitSchema)
+    # The array rule goes in an allOf, so the GPU rule's anyOf stays where clients read it.
+    api.spec.components.schema("JobSubmit", {**GPU_DETAILS_NEED_GPUS, "allOf": [ARRAY_ID_FITS]},
+                               schema=JobSubmitSchema)
