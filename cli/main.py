@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from cli import arrays, render
+from cli import arrays, render, report
 from cli.arrays import render_json
 from cli.client import DEFAULT_API, Client, CliError
 
@@ -89,7 +89,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
 class LazyGroup(click.Group):
     """A group whose heavier subcommands are imported only when run or listed (click's documented pattern)."""
 
-    lazy = {"simulate": "cli.simulate:simulate", "array": "cli.arrays:array"}
+    lazy = {"simulate": "cli.simulate:simulate", "array": "cli.arrays:array", "report": "cli.report:report"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -219,17 +219,20 @@ def status(client: Client, job_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(job)
     else:
-        click.echo("\n".join(render.job_lines(job)))
+        click.echo("\n".join([*render.job_lines(job), *report.status_lines(job)]))
 
 
 @main.command("list")
 @click.option("--state", type=click.Choice(render.STATES, case_sensitive=False),
               help="Only jobs in this state.")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--idle", is_flag=True, help="Only running jobs whose GPUs are all idle.")
 @json_option
 @click.pass_obj
-def list_jobs(client: Client, state: str | None, limit: int, as_json: bool) -> None:
+def list_jobs(client: Client, state: str | None, limit: int, as_json: bool, idle: bool) -> None:
     """Jobs, newest first."""
+    if idle:
+        return report.list_idle(client, as_json)
     params: dict[str, Any] = {"limit": limit, **({"state": state.upper()} if state else {})}
     page = client.get_json("/api/jobs", **params)
     if as_json:
@@ -323,6 +326,7 @@ def nodes(client: Client, include_offline: bool, ascii_only: bool, as_json: bool
     if as_json:
         emit_json(data)
         return
+    data = report.flag_idle_gpus(client, data)
     if not data["nodes"]:
         click.echo("no live nodes (overlay nodes --all shows offline ones)")
     ascii_only = ascii_only or (sys.stdout.encoding or "").lower().replace("-", "") != "utf8"

@@ -210,3 +210,67 @@ def duration(seconds: float) -> str:
     m, s = divmod(rest, 60)
     parts = [f"{h}h" if h else "", f"{m}m" if m else "", f"{s}s" if s and not h else ""]
     return "".join(parts) or "0s"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobUsage:
+    """One sampled job, for the report: who ran it, what it asked, its GPUs' folds."""
+
+    job_id: str
+    user: str
+    account: str
+    gpu_memory_mb: int
+    usages: tuple[GpuUsage, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupEfficiency:
+    """One user's or account's line of the report."""
+
+    group: str
+    jobs: int
+    gpu_hours: float
+    idle_gpu_hours: float
+    util_mean_pct: float
+    energy_kwh: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverAsked:
+    """A job that asked for far more GPU memory than it used, and what to ask instead."""
+
+    job_id: str
+    user: str
+    account: str
+    gpu_memory_mb: int
+    memory_peak_mb: int
+    suggested_mb: int
+
+
+def report(jobs: Iterable[JobUsage], *, by: str) -> tuple[list[GroupEfficiency], list[OverAsked]]:
+    """Per ``by`` ("user" or "account"): GPU-hours, idle GPU-hours, mean utilization (weighed
+    by GPU-seconds), energy; and the jobs that asked for far more memory than they used."""
+    groups: dict[str, list[Efficiency]] = {}
+    over: list[OverAsked] = []
+    for job in jobs:
+        eff = summarize(job.usages, gpu_memory_mb_asked=job.gpu_memory_mb or None)
+        if eff is None:
+            continue
+        groups.setdefault(job.user if by == "user" else job.account, []).append(eff)
+        suggestion = over_asked(job.gpu_memory_mb, eff.memory_peak_max_mb)
+        if suggestion is not None:
+            over.append(OverAsked(job_id=job.job_id, user=job.user, account=job.account,
+                                  gpu_memory_mb=job.gpu_memory_mb, memory_peak_mb=eff.memory_peak_max_mb,
+                                  suggested_mb=suggestion))
+    return [_group(name, effs) for name, effs in sorted(groups.items())], over
+
+
+def _group(name: str, effs: list[Efficiency]) -> GroupEfficiency:
+    seconds = sum(e.gpu_seconds for e in effs)
+    weighted = sum(e.util_mean_pct * e.gpu_seconds for e in effs)
+    return GroupEfficiency(
+        group=name, jobs=len(effs), gpu_hours=round(seconds / 3600, 4),
+        idle_gpu_hours=round(sum(e.idle_gpu_seconds for e in effs) / 3600, 4),
+        util_mean_pct=round(weighted / seconds, 1) if seconds > 0 else 0.0,
+        energy_kwh=round(sum(e.energy_j for e in effs) / J_PER_KWH, 4),
+    )

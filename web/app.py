@@ -26,6 +26,7 @@ from web import (
     schemas,
     usage,
 )
+from web import efficiency as efficiency_views
 from web.deps import ApiDeps
 from web.dispatch import Dispatcher
 from web.waiter import JobWaiter
@@ -55,6 +56,7 @@ def create_app(config: Settings | None = None, *, deps: ApiDeps | None = None) -
     )
     api = Api(app)
     schemas.describe_rules(api)
+    api.register_blueprint(efficiency_views.blp)
     auth.register(app, api, settings, app.extensions["overlay"].sessions)
     for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, accounts.blp, usage.blp, metrics.blp,
                       health.blp):

@@ -28,6 +28,7 @@ from overlay.store.session import resolve_now
 from web import arrays
 from web.auth import current_caller
 from web.deps import deps
+from web.efficiency import allow_idle, with_efficiency
 from web.schemas import (
     JobListQuerySchema,
     JobListSchema,
@@ -81,6 +82,7 @@ class Jobs(MethodView):
         """
         caller = current_caller()
         expression = body.pop("array", None)
+        idle_ok = body.pop("idle_ok", False)
         needs = dependency_rules.parse(body.pop("depends_on", None) or {})
         spec = JobSpec(
             job_id=body.pop("job_id", None) or new_job_id(),
@@ -96,6 +98,8 @@ class Jobs(MethodView):
             if needs:
                 dependencies.check(s, {spec.job_id}, needs)
             job = store.insert_job(s, spec, now=svc.clock())
+            if idle_ok:
+                allow_idle(s, spec.job_id)
             dependencies.add(s, spec.job_id, needs)
         log.info("job %s submitted: %d GPU(s)", job.job_id, spec.gpus,
                  extra=job_fields(job.job_id, None, state=job.state.value, gpus_wanted=spec.gpus))
@@ -114,14 +118,14 @@ class JobById(MethodView):
         """
         svc = deps()
         if not query.get("wait"):
-            return shown(read_job(job_id))
+            return with_efficiency(shown(read_job(job_id)))
         deadline = time.monotonic() + query["wait"]
         with svc.waiter.watch(job_id) as ended:
             while True:
                 job = read_job(job_id)
                 left = deadline - time.monotonic()
                 if job.state.terminal or left <= 0:
-                    return shown(job)
+                    return with_efficiency(shown(job))
                 # Woken when the job ends; the periodic re-read only guards against a lost NOTIFY.
                 ended.wait(min(left, RECHECK_S * random.uniform(0.5, 1.0)))
                 ended.clear()

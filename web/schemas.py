@@ -20,6 +20,7 @@ from overlay.dependencies import Kind
 from overlay.launch import RESERVED_ENV
 from overlay.policies import SUPPORTED
 from overlay.states import JobState
+from web.efficiency_schemas import EfficiencySchema, StrictBool
 
 JOB_ID = r"^[A-Za-z0-9._-]{1,128}$"
 # The same, not only dots, in a form a generator can draw from (the length is maxLength's).
@@ -152,6 +153,9 @@ class JobSubmitSchema(Schema):
     memory_mb = StrictInt(load_default=0, validate=validate.Range(min=0, max=100_000_000),
                           metadata={"description": "memory limit of the job's processes, MiB "
                                                    "(0: none); past it the job fails, out of memory"})
+    idle_ok = StrictBool(load_default=False,
+                         metadata={"description": "exempt from the idle policy's cancel (an interactive "
+                                                  "session); still marked idle"})
     account = Text(validate=validate.Regexp(NAME, error=NAME_ERROR),
                    metadata={"description": "the account the job runs under (one of the user's; "
                                             "default: the user's default account)"})
@@ -242,6 +246,10 @@ class JobSchema(Schema):
     exit_code = fields.Integer(allow_none=True)
     reason = fields.String(allow_none=True)
     timestamps = fields.Nested(TimestampsSchema)
+    efficiency = fields.Nested(EfficiencySchema, allow_none=True,
+                               metadata={"description": "GPU efficiency so far (GET /api/jobs/<id> only)"})
+    idle_since = fields.DateTime(allow_none=True, metadata={
+        "description": "since when all its GPUs have been idle, once marked (GET /api/jobs/<id> only)"})
     request = fields.Nested(JobRequestSchema)
     array_id = fields.String(allow_none=True, metadata={"description": "the array this job is a task of"})
     array_index = fields.Integer(allow_none=True, metadata={"description": "its index in that array"})

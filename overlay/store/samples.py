@@ -11,7 +11,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from overlay.efficiency import Efficiency, GpuUsage, summarize
+from overlay.efficiency import Efficiency, GpuUsage, JobUsage, summarize
 from overlay.states import JobState
 from overlay.store.session import resolve_now
 from overlay.store.tables import JobEventRow, JobGpuUsageRow, JobIdleRow, JobRow
@@ -129,22 +129,10 @@ def idle_jobs(session: Session) -> list[IdleJob]:
                     gpus=list(r.gpu_indices or []), idle_since=r.idle_since) for r in session.execute(query)]
 
 
-@dataclass(frozen=True, kw_only=True)
-class SampledJob:
-    """One sampled job, for the efficiency report."""
-
-    job_id: str
-    user: str
-    account: str
-    state: str
-    gpu_memory_mb: int
-    usages: list[GpuUsage]
-
-
 def sampled_jobs(session: Session, *, since: datetime, user: str | None = None,
-                 account: str | None = None) -> list[SampledJob]:
+                 account: str | None = None) -> list[JobUsage]:
     """Every job sampled since ``since`` (its folds last written then or later)."""
-    query = (select(JobRow.job_id, JobRow.user_name, JobRow.account, JobRow.state, JobRow.gpu_memory_mb)
+    query = (select(JobRow.job_id, JobRow.user_name, JobRow.account, JobRow.gpu_memory_mb)
              .where(JobRow.job_id.in_(select(JobGpuUsageRow.job_id)
                                       .where(JobGpuUsageRow.updated_at >= since))))
     if user:
@@ -156,5 +144,5 @@ def sampled_jobs(session: Session, *, since: datetime, user: str | None = None,
     by_job: dict[str, list[GpuUsage]] = {}
     for (job_id, _), usage in sorted(folds.items()):
         by_job.setdefault(job_id, []).append(usage)
-    return [SampledJob(job_id=j.job_id, user=j.user_name, account=j.account, state=j.state.value,
-                       gpu_memory_mb=j.gpu_memory_mb, usages=by_job.get(j.job_id, [])) for j in jobs]
+    return [JobUsage(job_id=j.job_id, user=j.user_name, account=j.account, gpu_memory_mb=j.gpu_memory_mb,
+                     usages=tuple(by_job.get(j.job_id, []))) for j in jobs]

@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 from overlay.efficiency import (
     GpuSample,
     IdlePolicy,
+    JobUsage,
     decide_idle,
     duration,
     fold,
     line,
     over_asked,
     policy_for,
+    report,
     summarize,
 )
 
@@ -134,3 +136,31 @@ def test_the_policy_of_an_account_overrides_the_default() -> None:
 
 def test_durations_read_short() -> None:
     assert [duration(s) for s in (7200, 5400, 90, 0, 1800.7)] == ["2h", "1h30m", "1m30s", "0s", "30m"]
+
+
+def job(job_id: str, user: str, account: str, asked: int, utils: list[int], *, used: int = 2048) -> JobUsage:
+    usage = None
+    for u in utils:
+        usage = fold(usage, sample(u, used=used, power=360.0, seconds=3600.0), now=T0, idle_util_pct=5)
+    assert usage is not None
+    return JobUsage(job_id=job_id, user=user, account=account, gpu_memory_mb=asked, usages=(usage,))
+
+
+def test_the_report_sums_per_user_or_account_and_names_jobs_that_asked_too_much() -> None:
+    # Given ann's two jobs (2 GPU-hours at 50% and 1 idle hour) and bob's busy one
+    jobs = [job("a1", "ann", "lab", 81920, [100, 0]), job("a2", "ann", "lab", 0, [2]),
+            job("b1", "bob", "lab", 4096, [90], used=4000)]
+
+    # When reported per user
+    groups, over = report(jobs, by="user")
+
+    # Then ann: 3 GPU-hours, 2 of them idle, mean 34% weighed by time; 0.36 kWh per GPU-hour
+    ann, bob = groups
+    assert (ann.group, ann.jobs, ann.gpu_hours, ann.idle_gpu_hours) == ("ann", 2, 3.0, 2.0)
+    assert ann.util_mean_pct == 34.0 and ann.energy_kwh == 1.08
+    assert (bob.group, bob.util_mean_pct) == ("bob", 90.0)
+    # And a1 asked 80 GiB for a 2 GiB peak: 3 GiB is suggested; b1's ask was right
+    assert [(o.job_id, o.suggested_mb) for o in over] == [("a1", 3072)]
+    # Per account it is one line
+    (lab,), _ = report(jobs, by="account")
+    assert (lab.group, lab.jobs, lab.gpu_hours) == ("lab", 3, 4.0)
