@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import current_app
+from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from werkzeug.exceptions import BadRequest
 
 from overlay.store import accounts as store
 from overlay.store.tables import ApiTokenRow
@@ -85,6 +86,8 @@ class AccountByName(MethodView):
     @blp.response(200, AccountSchema)
     def patch(self, body: dict[str, Any], name: str) -> dict[str, Any]:
         """Change an account's share or quota (admin); the next pass applies it."""
+        if not request.get_data():
+            raise BadRequest("the body is missing: a JSON object of share, quota, quota_models")
         changes = {{"quota": "quota_gpus"}.get(k, k): v for k, v in body.items()}
         svc = deps()
         with svc.transaction() as s:
