@@ -8,6 +8,8 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from prometheus_client.core import CounterMetricFamily, Metric
+from sqlalchemy.orm import Session
 
 from overlay.fairshare import fairshare_factor, normalized_share, user_factor
 from overlay.store import accounts, sharing
@@ -69,3 +71,14 @@ class Share(MethodView):
                            "user_factor": user_factor(used, account=name, user=u)} for u in users],
             })
         return {"at": now, "half_life_s": half_life, "accounts": rows}
+
+
+def gpu_seconds_family(s: Session) -> Metric:
+    """``overlay_gpu_seconds_total{account,user}``: GPU-seconds of every ended attempt, read
+    from the running totals (one row per account and user, not the attempts)."""
+    family = CounterMetricFamily("overlay_gpu_seconds", "GPU-seconds held by ended attempts "
+                                 "(GPUs x placement to release), by account and user.",
+                                 labels=["account", "user"])
+    for account, user, seconds in store.totals(s):
+        family.add_metric([account, user], seconds)
+    return family

@@ -51,13 +51,15 @@ def tokens(client) -> dict[str, str]:
 
 
 def submit(client, token: str, job_id: str, **body) -> dict:
-    response = client.post("/api/jobs", json={"job_id": job_id, "cmd": ["true"], **body}, headers=bearer(token))
+    response = client.post("/api/jobs", json={"job_id": job_id, "cmd": ["true"], **body},
+                           headers=bearer(token))
     assert response.status_code == 201, response.json
     return response.json
 
 
 def test_the_admin_api_shows_accounts_with_quotas_users_and_coordinators(client, tokens):
-    accounts = {a["name"]: a for a in client.get("/api/admin/accounts", headers=bearer(ADMIN)).json["accounts"]}
+    listed = client.get("/api/admin/accounts", headers=bearer(ADMIN)).json["accounts"]
+    accounts = {a["name"]: a for a in listed}
     assert accounts["vision"] == {"name": "vision", "share": 2.0, "quota": 8, "quota_models": {},
                                   "users": ["alice", "bob"], "coordinators": ["bob"]}
     assert accounts["nlp"]["quota"] is None and accounts["nlp"]["quota_models"] == {"h100": 2}
@@ -72,7 +74,8 @@ def test_the_admin_api_shows_accounts_with_quotas_users_and_coordinators(client,
 def test_a_job_records_its_user_and_account_and_may_only_name_one_of_theirs(client, tokens):
     job = submit(client, tokens["alice"], "a1")
     assert (job["user"], job["account"], job["borrowed"]) == ("alice", "vision", False)
-    refused = client.post("/api/jobs", json={"cmd": ["true"], "account": "nlp"}, headers=bearer(tokens["alice"]))
+    refused = client.post("/api/jobs", json={"cmd": ["true"], "account": "nlp"},
+                          headers=bearer(tokens["alice"]))
     assert refused.status_code == 403 and "nlp" in refused.json["message"]
     assert refused.json["errors"]["account"] == "nlp"
 
@@ -91,7 +94,8 @@ def test_a_user_sees_reads_follows_and_cancels_only_their_own_jobs(client, token
     assert listed(carol) == ({"c1"}, 1)
     assert listed(bearer(ADMIN)) == ({"a1", "b1", "c1"}, 3)
     # And another user's job is a 403 to read, follow or cancel
-    for method, path in (("get", "/api/jobs/a1"), ("get", "/api/jobs/a1/logs"), ("post", "/api/jobs/a1/cancel")):
+    for method, path in (("get", "/api/jobs/a1"), ("get", "/api/jobs/a1/logs"),
+                         ("post", "/api/jobs/a1/cancel")):
         response = getattr(client, method)(path, headers=carol)
         assert response.status_code == 403, (path, response.status_code)
         assert "alice" in response.json["message"]
@@ -133,3 +137,12 @@ def test_usage_and_share_answer_per_group(client, tokens):
     assert rows["vision"]["normalized_share"] == pytest.approx(2 / 3)
     assert rows["nlp"]["fairshare_factor"] == 1.0
     assert client.get("/api/usage?group_by=node").status_code in (401, 422)
+
+
+def test_metrics_count_gpu_seconds_by_account_and_user(client, tokens, sessions):
+    # Given the running totals hold 180 GPU-seconds of carol's in nlp (tests/store/test_sharing.py
+    # shows releases keep them)
+    with sessions.begin() as s:
+        s.execute(text("insert into usage_totals values ('nlp', 'carol', 180.0)"))
+    body = client.get("/metrics").get_data(as_text=True)
+    assert 'overlay_gpu_seconds_total{account="nlp",user="carol"} 180.0' in body
