@@ -4,11 +4,12 @@ a job's ``efficiency`` and ``idle_since`` for /api/jobs/<id>."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.orm import Session
 
 from overlay.efficiency import Efficiency, line, report
@@ -37,6 +38,17 @@ def with_efficiency(view: dict[str, Any]) -> dict[str, Any]:
         eff = store.efficiency(s, view["job_id"])
         since = store.idle_since(s, view["job_id"])
     return {**view, "efficiency": shown(eff), "idle_since": since}
+
+
+def idle_family(session: Session, now: datetime) -> GaugeMetricFamily:
+    """``overlay_job_idle_seconds{job,user,account}``: how long each idle running job's GPUs
+    have all been idle (only jobs marked idle appear)."""
+    family = GaugeMetricFamily("overlay_job_idle_seconds",
+                               "Seconds since all the GPUs of a running job went idle (jobs marked idle).",
+                               labels=["job", "user", "account"])
+    for j in store.idle_jobs(session):
+        family.add_metric([j.job_id, j.user, j.account], (now - j.idle_since).total_seconds())
+    return family
 
 
 def allow_idle(session: Session, job_id: str) -> None:

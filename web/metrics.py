@@ -30,7 +30,7 @@ from overlay.states import JobState
 from overlay.store import nodes as node_store
 from overlay.store import stats
 from overlay.store.session import resolve_now
-from web import usage
+from web import efficiency, usage
 from web.deps import ApiDeps, deps
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics")
@@ -52,6 +52,7 @@ class ControlPlaneCollector:
             now = resolve_now(s, self.svc.clock())
             yield from self.job_families(s, now)
             yield usage.gpu_seconds_family(s)
+            yield efficiency.idle_family(s, now)
             infos = node_store.node_infos(s, now=now, ttl_s=self.svc.settings.node_ttl_s,
                                           include_offline=True)
         yield from node_families(infos)

@@ -93,3 +93,19 @@ def test_the_report_groups_by_user_and_suggests_memory(client, sessions) -> None
     # And nothing sampled within the last second... of another account
     assert client.get("/api/efficiency/report?account=other").get_json()["groups"] == []
     assert client.get("/api/efficiency/report?by=node").status_code == 422
+
+
+def test_the_idle_gauge_names_each_idle_job_with_its_user_and_account(client, sessions) -> None:
+    # Given a running job marked idle an hour ago, and one that is not idle
+    running(client, sessions, "lazy")
+    running(client, sessions, "busy", gpu=1)
+    with sessions.begin() as s:
+        sample_store.mark_idle(s, "lazy", T0, attempt=1, node="node-a")
+
+    # When Prometheus scrapes
+    text = client.get("/metrics").get_data(as_text=True)
+
+    # Then the gauge has the idle job, about 3600 s, and not the busy one
+    (line,) = [x for x in text.splitlines() if x.startswith("overlay_job_idle_seconds{")]
+    assert 'job="lazy"' in line and 'user="default"' in line and 'account="default"' in line
+    assert 3500 < float(line.rsplit(" ", 1)[1]) < 3700
