@@ -109,3 +109,10 @@ def test_the_idle_gauge_names_each_idle_job_with_its_user_and_account(client, se
     (line,) = [x for x in text.splitlines() if x.startswith("overlay_job_idle_seconds{")]
     assert 'job="lazy"' in line and 'user="default"' in line and 'account="default"' in line
     assert 3500 < float(line.rsplit(" ", 1)[1]) < 3700
+
+
+def test_the_dashboard_marks_the_gpus_of_idle_jobs(client) -> None:
+    response = client.get("/static/dashboard.js")
+    script = response.get_data(as_text=True)
+    response.close()
+    assert 'getJson("/api/efficiency/idle")' in script and '"util idle"' in script

@@ -47,15 +47,21 @@ function since(iso) {
   return iso ? ago((Date.now() - Date.parse(iso)) / 1000) : "-";
 }
 
+// Running jobs whose GPUs are all idle (/api/efficiency/idle), by job id: their GPU bars say so.
+let idleJobs = new Map();
+
 function gpuRow(node, gpu) {
   const gib = (mib) => (mib / 1024).toFixed(1);
   const memory = `${gib(gpu.memory_used_mb)} / ${gib(gpu.memory_total_mb)} GiB`;
+  const idle = gpu.job_id ? idleJobs.get(gpu.job_id) : undefined;
+  const held = idle ? `${gpu.job_id} · idle ${ago(idle.idle_seconds)}` : gpu.job_id;
   const holder = gpu.job_id
-    ? el("span", { className: "holder", title: gpu.job_id, "data-job": gpu.job_id }, gpu.job_id)
+    ? el("span", { className: idle ? "holder idle" : "holder", title: held, "data-job": gpu.job_id }, held)
     : el("span", { className: "holder free" }, "free");
+  const util = `util ${gpu.utilization_gpu_pct}%${idle ? " · IDLE" : ""}`;
   return el("div", { className: "gpu", "data-gpu": `${node.name}/${gpu.index}` },
     el("span", { title: gpu.uuid }, `GPU ${gpu.index}`),
-    bar(gpu.utilization_gpu_pct / 100, `util ${gpu.utilization_gpu_pct}%`, "util"),
+    bar(gpu.utilization_gpu_pct / 100, util, idle ? "util idle" : "util"),
     bar(gpu.memory_total_mb ? gpu.memory_used_mb / gpu.memory_total_mb : 0, memory, "mem"),
     el("span", {}, gpu.temperature_c === null ? "-" : `${gpu.temperature_c}°C`),
     holder);
@@ -121,10 +127,12 @@ function showStatus(text, isError) {
 
 async function refresh() {
   try {
-    const [nodes, ...pages] = await Promise.all([
+    const [idle, nodes, ...pages] = await Promise.all([
+      getJson("/api/efficiency/idle").catch(() => ({ jobs: [] })),
       getJson("/api/nodes"),
       ...JOB_STATES.map(([state, limit]) => getJson(`/api/jobs?state=${state}&limit=${limit}`)),
     ]);
+    idleJobs = new Map(idle.jobs.map((job) => [job.job_id, job]));
     renderNodes(nodes.nodes);
     renderJobs(pages);
     renderSummary(nodes.nodes, pages);
