@@ -67,6 +67,7 @@ down: deploy/.env $(if $(HAS_GPU),$(GPU_OVERRIDE))
 clean:
 	rm -rf $(VENV) var *.egg-info
 
-# Side-by-side benchmark against the raw-Celery floor; BENCH_ARGS=--quick for a short run.
+# Side-by-side benchmark against the raw-Celery floor, every issue-17 figure with its target;
+# BENCH_ARGS=--quick for a short run. Keeps each run under bench/results/.
 bench: install services
-	timeout 600 $(BIN)/python -m bench.run $(BENCH_ARGS)
+	timeout 3600 $(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -11,7 +11,8 @@ import subprocess
 
 from celery import Celery
 
-BROKER = os.environ.get("FLOOR_REDIS_URL", "redis://127.0.0.1:6379/13")
+# The worker is told FLOOR_REDIS_URL; the client (bench/run.py) shares make bench's BENCH_REDIS_URL.
+BROKER = os.environ.get("FLOOR_REDIS_URL") or os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 app = Celery("floor", broker=BROKER, backend=BROKER)
 app.conf.update(

@@ -3,14 +3,24 @@
 Run ``python -m bench.placement [--quick]``; ``run(quick)`` returns the figures for ``make bench``.
 A decision is timed against a fleet whose views are already built (the first request of
 each shape builds its view in O(nodes); a scheduling pass pays that once per shape).
+
+The pass is timed twice: the in-memory plan (overlay/queueing.py ``plan_pass``) and the
+scheduler's whole pass (workers/scheduler.py ``schedule_pass``, then sending every
+``run_job``) over a scratch database of 10,000 queued jobs and 1,000 registered nodes:
+reading the queue and the fleet, writing every placement, one broker message per placement.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -110,8 +120,104 @@ def pass_ms(nodes: int, jobs: int, repeats: int, *, memo: bool = True) -> tuple[
     return statistics.median(builds) / 1e6, statistics.median(passes) / 1e6
 
 
-def run(quick: bool = False) -> dict:
-    """Time it all; {"placement_median_us": {policy: {nodes: us}}, "pass_10k_ms": ms, ...}."""
+def fill_database(url: str, nodes: int, jobs: int) -> None:
+    """Register ``nodes`` nodes (their GPUs all free, no slot limit) and queue ``jobs`` jobs
+    in the (migrated) database at ``url``, through the store's own writes."""
+    from overlay.model import ProbeReport
+    from overlay.store import jobs as job_store
+    from overlay.store import nodes as node_store
+    from overlay.store.session import make_engine, make_sessionmaker
+
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine).begin() as s:
+            for node in make_nodes(nodes):
+                node_store.record_heartbeat(s, name=node.name, hostname=node.name, labels=dict(node.labels),
+                                            report=ProbeReport(mode="fake", gpus=node.gpus), agent_health={})
+            for job in make_jobs(jobs):
+                job_store.insert_job(s, job.spec)
+    finally:
+        engine.dispose()
+
+
+def _admin(server: str) -> object:
+    from sqlalchemy import create_engine
+
+    return create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+
+
+def db_pass_rounds(server: str, template: str, rounds: int) -> dict:
+    """In this process (whose Celery app sends to REDIS_URL): ``rounds`` times, copy the
+    template database, mark its nodes seen now, and time ``schedule_pass`` and the sends."""
+    import redis
+    from sqlalchemy import text
+
+    from overlay.store.session import make_engine, make_sessionmaker
+    from workers import scheduler
+    from workers.app import app
+    from workers.tasks import send_run_jobs
+
+    admin = _admin(server)
+    totals, sends, placed = [], [], 0
+    for _ in range(rounds):
+        name = f"{template}_r{uuid.uuid4().hex[:6]}"
+        with admin.connect() as conn:  # type: ignore[attr-defined]
+            conn.execute(text(f'create database "{name}" template "{template}"'))
+        engine = make_engine(f"{server}/{name}")
+        try:
+            with engine.begin() as conn:  # registered a while ago: seen now, as heartbeats would
+                conn.execute(text("update nodes set last_seen = clock_timestamp()"))
+            sessions = make_sessionmaker(engine)
+            t0 = time.perf_counter_ns()
+            messages = scheduler.schedule_pass(sessions, app.settings)
+            t1 = time.perf_counter_ns()
+            send_run_jobs(messages)
+            t2 = time.perf_counter_ns()
+        finally:
+            engine.dispose()
+            with admin.connect() as conn:  # type: ignore[attr-defined]
+                conn.execute(text(f'drop database if exists "{name}" with (force)'))
+        print(f"bench: database pass: schedule_pass {(t1 - t0) / 1e6:.0f} ms, sending {len(messages)} "
+              f"run_job {(t2 - t1) / 1e6:.0f} ms", file=sys.stderr, flush=True)
+        totals.append(t2 - t0)
+        sends.append(t2 - t1)
+        placed = len(messages)
+        redis.Redis.from_url(app.settings.redis_url).flushdb()  # a thousand assign: queues nobody reads
+    admin.dispose()  # type: ignore[attr-defined]
+    return {"pass_10k_db_ms": statistics.median(totals) / 1e6,
+            "pass_10k_db_send_ms": statistics.median(sends) / 1e6, "pass_10k_db_placed": placed}
+
+
+def db_pass(server: str, redis_url: str, rounds: int, *, nodes: int = 1_000, jobs: int = 10_000) -> dict:
+    """The scheduler's whole pass over a scratch database, timed in a child process (the
+    Celery app reads its broker from the environment when it is imported)."""
+    from overlay.store.session import ensure_database, migrate
+
+    template = f"overlay_bench_pass_{uuid.uuid4().hex[:8]}"
+    url = f"{server}/{template}"
+    ensure_database(url)
+    try:
+        migrate(url)
+        fill_database(url, nodes, jobs)
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.placement", "--db-pass-child", server, template, str(rounds)],
+            env={**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"},
+            stdout=subprocess.PIPE, text=True, timeout=900, check=False,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"the database pass failed (exit {child.returncode})")
+        return json.loads(child.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    finally:
+        from tests.conftest import drop_database
+
+        drop_database(url)
+
+
+def run(quick: bool = False, *, server: str | None = None, redis_url: str | None = None,
+        db_size: tuple[int, int] = (1_000, 10_000)) -> dict:
+    """Time it all; {"placement_median_us": {policy: {nodes: us}}, "pass_10k_ms": ms, ...};
+    with ``server`` (a Postgres URL without database) and ``redis_url``, the database pass
+    too, over ``db_size`` (nodes, jobs)."""
     repeats = 20 if quick else 200
     medians = {
         name: {n: decision_us(n, policy, repeats) for n in NODE_COUNTS}
@@ -120,8 +226,12 @@ def run(quick: bool = False) -> dict:
     rounds = 3 if quick else 7
     build, passed = pass_ms(1_000, 10_000, rounds)
     _, unmemo = pass_ms(1_000, 10_000, rounds, memo=False)
-    return {"placement_median_us": medians, "pass_10k_ms": passed,
-            "pass_10k_no_memo_ms": unmemo, "fleet_build_1k_ms": build}
+    figures = {"placement_median_us": medians, "pass_10k_ms": passed,
+               "pass_10k_no_memo_ms": unmemo, "fleet_build_1k_ms": build}
+    if server and redis_url:
+        nodes, jobs = db_size
+        figures.update(db_pass(server, redis_url, 1 if quick else 3, nodes=nodes, jobs=jobs))
+    return figures
 
 
 def report(figures: dict) -> str:
@@ -129,16 +239,35 @@ def report(figures: dict) -> str:
     head = "policy      " + "".join(f"{n:>10,}" for n in NODE_COUNTS) + "   (median µs per decision)"
     rows = [f"{name:<12}" + "".join(f"{us[n]:>10.1f}" for n in NODE_COUNTS)
             for name, us in figures["placement_median_us"].items()]
-    tail = [f"pass of 10,000 jobs on 1,000 nodes: {figures['pass_10k_ms']:.1f} ms "
+    tail = [f"pass of 10,000 jobs on 1,000 nodes, in memory: {figures['pass_10k_ms']:.1f} ms "
             f"(without the shape memo {figures['pass_10k_no_memo_ms']:.1f} ms; "
             f"building the fleet {figures['fleet_build_1k_ms']:.1f} ms)"]
+    if "pass_10k_db_ms" in figures:
+        tail.append(f"the scheduler's pass with Postgres and the sends: {figures['pass_10k_db_ms']:.0f} ms "
+                    f"(of which sending {figures['pass_10k_db_placed']} run_job: "
+                    f"{figures['pass_10k_db_send_ms']:.0f} ms)")
     return "\n".join([head, *rows, "", *tail])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    print(report(run(quick=parser.parse_args().quick)))
+    parser.add_argument("--db", action="store_true",
+                        help="also the scheduler's pass over a scratch database (local Postgres)")
+    parser.add_argument("--db-pass-child", nargs=3, metavar=("SERVER", "TEMPLATE", "ROUNDS"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.db_pass_child:
+        server, template, rounds = args.db_pass_child
+        print(json.dumps(db_pass_rounds(server, template, int(rounds))))
+        return
+    if args.db:
+        from tests.conftest import PG_SERVER
+
+        redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+        print(report(run(quick=args.quick, server=PG_SERVER, redis_url=redis_url)))
+        return
+    print(report(run(quick=args.quick)))
 
 
 if __name__ == "__main__":

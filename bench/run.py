@@ -1,20 +1,26 @@
 """`make bench`: overlay measured side by side with the raw-Celery floor, in one run.
 
 Starts its own local stack (gunicorn API, scheduler, beat, two agents with fake GPUs)
-on the local Postgres (a database of its own) and Redis (DB 13), runs every
-measurement, writes bench/results/latest.json and latest.md, and prints the table.
+on the local Postgres (a database of its own) and Redis (DB 13, or BENCH_REDIS_URL),
+runs every measurement, prints every figure of issue 17 with its target and whether it
+is met, and keeps the run: bench/results/bench-<time>-<commit>.json (with the machine's
+core count, load and the git commit), and latest.json / latest.md.
 
-    python -m bench.run            # the full counts, 3 side-by-side runs, medians (about 3 minutes)
-    python -m bench.run --quick    # smaller counts, one run (about 20 seconds)
+    python -m bench.run            # the full counts, 3 side-by-side runs, medians (minutes)
+    python -m bench.run --quick    # smaller counts, one run
 
 Each run measures the Celery floor and then overlay, one after the other, so their
 ratios compare like with like on a noisy machine; every figure is the median over runs.
+Overlay's stack runs whole for every figure, the submit API's included, as a user's
+cluster runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,22 +30,26 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
+from sqlalchemy import create_engine, text
 
 from bench import placement
 from overlay.store.session import ensure_database, migrate
 from tests.conftest import PG_SERVER, drop_database
 from tests.integration.harness import BIN, ROOT, Stack, wait_until
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 RESULTS = ROOT / "bench" / "results"
-FULL = {"floor_seq": 300, "floor_burst": 1000, "e2e_seq": 300, "e2e_burst": 2000, "submits": 5000}
-QUICK = {"floor_seq": 60, "floor_burst": 200, "e2e_seq": 60, "e2e_burst": 300, "submits": 600}
+FULL = {"floor_seq": 300, "floor_burst": 1000, "e2e_seq": 300, "e2e_burst": 2000, "submits": 5000,
+        "turnover": 600, "array": 10_000, "pass_jobs": 10_000, "pass_nodes": 1_000}
+QUICK = {"floor_seq": 60, "floor_burst": 200, "e2e_seq": 60, "e2e_burst": 300, "submits": 600,
+         "turnover": 120, "array": 2_000, "pass_jobs": 10_000, "pass_nodes": 1_000}
 CLIENTS = 32
+ENDED = ("DONE", "FAILED", "CANCELLED")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -71,11 +81,11 @@ def measure_floor(counts: dict[str, int], workdir: Path) -> dict[str, float]:
             t0 = time.perf_counter()
             run_true.delay().get(timeout=30)
             rtts.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
-        results = [run_true.delay() for _ in range(counts["floor_burst"])]
-        for r in results:
-            r.get(timeout=120)
-        burst_s = time.perf_counter() - t0
+        # The burst comes from as many client threads as overlay's throughput run.
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(lambda _: run_true.delay().get(timeout=120), range(counts["floor_burst"])))
+            burst_s = time.perf_counter() - t0
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -147,6 +157,111 @@ def measure_submit(api: str, count: int) -> dict[str, float]:
             "submit_p95_ms": pct(latencies, 0.95)}
 
 
+def measure_arrays(api: str, size: int) -> dict[str, Any]:
+    """One array of ``size`` tasks, ``POST /api/jobs`` with ``array: "0-<size-1>"``: tasks
+    accepted per second of the POST. An API without arrays refuses the field: not measured."""
+    body = {"cmd": ["true"], "array": f"0-{size - 1}"}
+    t0 = time.perf_counter()
+    response = requests.post(f"{api}/api/jobs", json=body, timeout=120)
+    elapsed = time.perf_counter() - t0
+    if response.status_code != 201:
+        return {"array_not_measured": f"arrays not built (POST with array: {response.status_code})"}
+    return {"array_tasks_per_s": size / elapsed}
+
+
+def process_tree(roots: list[int]) -> list[int]:
+    """``roots`` and every process descended from them, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(roots: list[int]) -> float:
+    """CPU seconds spent so far by the trees under ``roots``: each live process's utime +
+    stime, plus cutime + cstime (its children that have ended and been waited for: a
+    job's supervisor, and the job itself, count when they end)."""
+    ticks = 0
+    for pid in process_tree(roots):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended since the walk: its time is in its parent's cutime
+        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def stack_pids(stack: Stack) -> list[int]:
+    return [p.pid for p in stack.procs.values() if p.poll() is None]
+
+
+def measure_turnover(stack: Stack, database_url: str, count: int) -> dict[str, float]:
+    """``count`` one-GPU `true` jobs at once over the fleet's 6 GPUs: from one job's end
+    on a GPU to the next job's start on that GPU, by the job events (Postgres's clock);
+    only where the next job was already queued when the GPU came free."""
+    prefix = f"turn-{uuid.uuid4().hex[:6]}-"
+    ids = iter(range(count))
+    lock = threading.Lock()
+
+    def post(http: requests.Session) -> None:
+        with lock:
+            n = next(ids)
+        body = {"job_id": f"{prefix}{n:05d}", "cmd": ["true"], "gpus": 1}
+        response = http.post(f"{stack.api}/api/jobs", json=body, timeout=60)
+        assert response.status_code == 201, response.text
+
+    in_parallel(count, post)
+    engine = create_engine(database_url)
+    try:
+        def ended() -> bool:
+            with engine.connect() as conn:
+                return conn.scalar(text("select count(*) from jobs where job_id like :p and status in "
+                                        "('DONE', 'FAILED', 'CANCELLED')"), {"p": prefix + "%"}) == count
+        wait_until(ended, timeout=max(120, count), what=f"{count} one-GPU jobs", every=0.5)
+        with engine.connect() as conn:
+            events = conn.execute(text(
+                "select e.job_id, e.to_state, e.at, e.node, e.gpu_indices, j.enqueued_at from job_events e "
+                "join jobs j using (job_id) where e.job_id like :p and e.to_state in ('RUNNING', 'DONE') "
+                "order by e.at"), {"p": prefix + "%"}).all()
+    finally:
+        engine.dispose()
+    gaps, runs = turnover_gaps(events)
+    assert gaps, f"no GPU came free with a job waiting: {count} jobs are too few"
+    return {"turnover_p50_ms": statistics.median(gaps), "turnover_p95_ms": pct(gaps, 0.95),
+            "turnover_gaps": len(gaps), "true_run_p50_ms": statistics.median(runs)}
+
+
+def turnover_gaps(events: list[Any]) -> tuple[list[float], list[float]]:
+    """(ms from a job's DONE to the next RUNNING on the same node and GPU, where that next
+    job was enqueued before the GPU came free; ms from RUNNING to DONE of each job)."""
+    by_gpu: dict[tuple[str, int], list[Any]] = {}
+    started: dict[str, datetime] = {}
+    runs = []
+    for e in events:
+        for gpu in e.gpu_indices:
+            by_gpu.setdefault((e.node, gpu), []).append(e)
+        if e.to_state == "RUNNING":
+            started[e.job_id] = e.at
+        elif e.job_id in started:
+            runs.append((e.at - started[e.job_id]).total_seconds() * 1000)
+    gaps = []
+    for timeline in by_gpu.values():
+        for prev, nxt in itertools.pairwise(timeline):
+            if prev.to_state == "DONE" and nxt.to_state == "RUNNING" and nxt.enqueued_at <= prev.at:
+                gaps.append((nxt.at - prev.at).total_seconds() * 1000)
+    return gaps, runs
+
+
 def start_stack(database_url: str, workdir: Path) -> Stack:
     stack = Stack(database_url=database_url, redis_url=REDIS_URL, workdir=workdir,
                   HEARTBEAT_INTERVAL_S="5", RECONCILE_INTERVAL_S="3", NODE_TTL_S="15")
@@ -173,15 +288,22 @@ def run_once(counts: dict[str, int]) -> dict[str, float]:
         log(f"overlay end to end: {counts['e2e_seq']} sequential jobs")
         results.update(measure_e2e(stack.api, counts["e2e_seq"]))
         log(f"overlay throughput: {counts['e2e_burst']} jobs from {CLIENTS} clients")
+        pids = stack_pids(stack)
+        cpu_before = cpu_seconds(pids)
         results.update(measure_throughput(stack.api, counts["e2e_burst"]))
-        stack.kill("scheduler")  # the submit API alone: nothing runs the jobs
-        log(f"submit API alone: {counts['submits']} POSTs from {CLIENTS} clients")
+        results["cpu_ms_per_job"] = (cpu_seconds(pids) - cpu_before) * 1000 / counts["e2e_burst"]
+        log(f"GPU turnover: {counts['turnover']} one-GPU jobs over 6 GPUs")
+        results.update(measure_turnover(stack, database_url, counts["turnover"]))
+        log(f"submit API, the stack running: {counts['submits']} POSTs from {CLIENTS} clients")
         results.update(measure_submit(stack.api, counts["submits"]))
+        log(f"an array of {counts['array']} tasks")
+        results.update(measure_arrays(stack.api, counts["array"]))
     finally:
         stack.stop_all()
         drop_database(database_url)
     results["latency_ratio"] = results["e2e_p50_ms"] / results["floor_p50_ms"]
     results["throughput_ratio"] = results["e2e_jobs_per_s"] / results["floor_jobs_per_s"]
+    results["turnover_ratio"] = results["turnover_p50_ms"] / results["floor_p50_ms"]
     return results
 
 
@@ -193,11 +315,59 @@ def run(quick: bool, repeats: int) -> dict[str, Any]:
         log(f"run {i + 1} of {repeats}")
         runs.append(run_once(counts))
     results: dict[str, Any] = {"quick": quick, "counts": counts, "repeats": repeats}
-    results.update({key: statistics.median(r[key] for r in runs) for key in runs[0]})
+    results.update({key: statistics.median(r[key] for r in runs) for key in runs[0]
+                    if not isinstance(runs[0][key], str)})
+    results.update({key: value for key, value in runs[0].items() if isinstance(value, str)})
     results["runs"] = runs
-    log("placement and a 10,000-job pass")
-    results.update(placement.run(quick))
+    log("placement, and a 10,000-job pass in memory and with Postgres")
+    results.update(placement.run(quick, server=PG_SERVER, redis_url=REDIS_URL,
+                                 db_size=(counts["pass_nodes"], counts["pass_jobs"])))
     return results
+
+
+def machine() -> dict[str, Any]:
+    """Where and on what the figures were measured."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
+            "load_average": os.getloadavg(), "commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+# (figure, target, met?) for each of issue 17's targets, from the results.
+TARGETS: tuple[tuple[str, str, Callable[[dict[str, Any]], bool]], ...] = (
+    ("latency_ratio", "end-to-end p50 <= 5x floor round trip", lambda r: r["latency_ratio"] <= 5),
+    ("throughput_ratio", "throughput >= 0.57 of the floor's burst", lambda r: r["throughput_ratio"] >= 0.57),
+    ("submit_jobs_per_s", "submit >= 1,000 jobs/s from 32 clients", lambda r: r["submit_jobs_per_s"] >= 1000),
+    ("array_tasks_per_s", "array tasks accepted >= 20,000/s", lambda r: r["array_tasks_per_s"] >= 20_000),
+    ("cpu_ms_per_job", "CPU per job, all overlay processes, <= 6 ms", lambda r: r["cpu_ms_per_job"] <= 6),
+    ("turnover_ratio", "GPU turnover p50 <= 3x floor round trip", lambda r: r["turnover_ratio"] <= 3),
+)
+
+
+def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, met) for every target of issue 17."""
+    shown = {
+        "latency_ratio": lambda: f"{r['latency_ratio']:.1f}x ({r['e2e_p50_ms']:.1f} / "
+                                 f"{r['floor_p50_ms']:.1f} ms)",
+        "throughput_ratio": lambda: f"{r['throughput_ratio']:.2f} ({r['e2e_jobs_per_s']:.0f} / "
+                                    f"{r['floor_jobs_per_s']:.0f} jobs/s)",
+        "submit_jobs_per_s": lambda: f"{r['submit_jobs_per_s']:.0f} jobs/s",
+        "array_tasks_per_s": lambda: f"{r['array_tasks_per_s']:.0f} tasks/s",
+        "cpu_ms_per_job": lambda: f"{r['cpu_ms_per_job']:.1f} ms",
+        "turnover_ratio": lambda: f"{r['turnover_ratio']:.1f}x ({r['turnover_p50_ms']:.1f} / "
+                                  f"{r['floor_p50_ms']:.1f} ms)",
+    }
+    rows = []
+    for key, target, met in TARGETS:
+        if key not in r:
+            why = r.get("array_not_measured", "") if key == "array_tasks_per_s" else ""
+            rows.append((target, f"not measured: {why}" if why else "not measured", "-"))
+        else:
+            rows.append((target, shown[key](), "yes" if met(r) else "no"))
+    return rows
 
 
 def table(r: dict[str, Any]) -> str:
@@ -208,17 +378,34 @@ def table(r: dict[str, Any]) -> str:
         ("overlay enqueued -> finished p50 / p95 (server)",
          f"{r['e2e_server_p50_ms']:.1f} / {r['e2e_server_p95_ms']:.1f} ms"),
         ("overlay throughput, 32 clients", f"{r['e2e_jobs_per_s']:.0f} jobs/s"),
-        ("submit API, 32 clients", f"{r['submit_jobs_per_s']:.0f} jobs/s "
-                                   f"(p50 {r['submit_p50_ms']:.1f} ms, p95 {r['submit_p95_ms']:.1f} ms)"),
+        ("submit API, 32 clients (the stack running)", f"{r['submit_jobs_per_s']:.0f} jobs/s "
+         f"(p50 {r['submit_p50_ms']:.1f} ms, p95 {r['submit_p95_ms']:.1f} ms)"),
+        ("CPU per job, all overlay processes (throughput run)", f"{r['cpu_ms_per_job']:.1f} ms"),
+        ("GPU turnover p50 / p95 (a GPU's end -> its next start)",
+         f"{r['turnover_p50_ms']:.1f} / {r['turnover_p95_ms']:.1f} ms "
+         f"(floor round trip {r['floor_p50_ms']:.1f} ms; `true` ran {r['true_run_p50_ms']:.1f} ms p50)"),
         ("latency ratio (e2e p50 / floor p50)", f"{r['latency_ratio']:.2f}x"),
         ("throughput ratio (e2e / floor)", f"{r['throughput_ratio']:.2f}"),
-        ("scheduling pass, 10,000 jobs on 1,000 nodes", f"{r['pass_10k_ms']:.1f} ms"),
+        ("turnover ratio (turnover p50 / floor p50)", f"{r['turnover_ratio']:.2f}x"),
+        ("scheduling pass, 10,000 jobs on 1,000 nodes, in memory (plan_pass)", f"{r['pass_10k_ms']:.1f} ms"),
     ]
+    if "pass_10k_db_ms" in r:
+        rows.append(("scheduling pass, 10,000 jobs on 1,000 nodes, with Postgres and the sends",
+                     f"{r['pass_10k_db_ms']:.0f} ms ({r['pass_10k_db_placed']} placed; sending "
+                     f"{r['pass_10k_db_send_ms']:.0f} ms)"))
+    if "array_tasks_per_s" in r:
+        rows.append((f"array of {r['counts']['array']:,} tasks accepted",
+                     f"{r['array_tasks_per_s']:.0f} tasks/s"))
     for policy, by_nodes in r["placement_median_us"].items():
         cells = ", ".join(f"{n}: {us:.1f}" for n, us in by_nodes.items())
         rows.append((f"placement {policy}, median us by nodes", cells))
     title = f"median of {r['repeats']} side-by-side run(s)" if r.get("repeats", 1) > 1 else "one run"
-    lines = [f"| measurement ({title}) | result |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    m = r["machine"]
+    lines = [f"{m['cores']} cores, load average {', '.join(f'{x:.1f}' for x in m['load_average'])} at start, "
+             f"commit {m['commit']}{' (with uncommitted changes)' if m['uncommitted_changes'] else ''}", "",
+             f"| measurement ({title}) | result |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), "",
+             "| target (issue 17) | measured | met |", "|---|---|---|",
+             *(f"| {a} | {b} | {c} |" for a, b, c in verdicts(r))]
     return "\n".join(lines)
 
 
@@ -226,14 +413,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smaller counts, one run: about 20 seconds")
+    parser.add_argument("--quick", action="store_true", help="smaller counts, one run")
     parser.add_argument("--repeats", type=int, default=None,
                         help="side-by-side runs to take medians over (default 3, 1 with --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    started = machine()
     results = run(args.quick, args.repeats or (1 if args.quick else 3))
+    results["machine"] = started
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+    stamp = started["at"][:19].replace(":", "")
+    kept = f"bench-{stamp}-{started['commit']}{'-quick' if args.quick else ''}.json"
+    for name in (kept, "latest.json"):
+        (args.out / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
     (args.out / "latest.md").write_text(table(results) + "\n")
     print(table(results))
     return 0
