@@ -20,6 +20,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from cli.accounts import read_shares
+from cli.workload_arrays import expand
 from overlay.config import parse_labels
 from overlay.errors import ConfigError, WorkloadError
 from overlay.model import JobSpec
@@ -29,7 +30,7 @@ from overlay.workload import CMD, SimJob, arrival_rate, synthetic_fleet, synthet
 
 REQUIRED = ("submit", "gpus", "duration_s")
 OPTIONAL = ("job_id", "gpu_memory_mb", "gpu_model", "priority", "node_selector", "account", "user",
-            "timeout_s")
+            "timeout_s", "array", "depends_on")
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SAMPLES = 400  # points per policy on the chart
 
@@ -64,9 +65,12 @@ def read_workload(path: Path) -> list[SimJob]:
     parsed: list[tuple[float | datetime, JobSpec, float]] = []
     errors: list[str] = []
     seen: set[str] = set()
+    extras: dict[str, tuple[int, str, str]] = {}  # job_id -> (line, array, depends_on)
     for line, row in rows[1:]:
         try:
-            parsed.append(_row(line, dict(zip(columns, row, strict=True)), seen))
+            cells = dict(zip(columns, row, strict=True))
+            parsed.append(_row(line, cells, seen))
+            extras[parsed[-1][1].job_id] = (line, cells.get("array", ""), cells.get("depends_on", ""))
         except ValueError as e:
             reason = str(e) if str(e).startswith("line ") else \
                 f"line {line}: has {len(row)} fields, the header has {len(columns)}"
@@ -75,7 +79,10 @@ def read_workload(path: Path) -> list[SimJob]:
         raise WorkloadError(path, errors)
     if not parsed:
         raise WorkloadError(path, ["no jobs after the header"])
-    return _in_submit_order(path, parsed)
+    jobs, errors = expand(_in_submit_order(path, parsed), extras)
+    if errors:
+        raise WorkloadError(path, errors)
+    return jobs
 
 
 def _numbered(reader: Any) -> Any:

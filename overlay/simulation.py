@@ -42,6 +42,7 @@ from overlay.policies import Policy
 from overlay.queueing import Decision, QueuedJob, plan_pass, queue_key
 from overlay.quota import Quota, QuotaGate
 from overlay.reservation import Running
+from overlay.simgate import Gate
 from overlay.workload import EPOCH, SimJob
 
 QueueKey = tuple[int, bool, datetime, str]
@@ -131,6 +132,9 @@ class SimResult:
     samples: tuple[Sample, ...]
     accounts: tuple[AccountUse, ...] = ()
     contended_s: float = 0.0
+    # Ended CANCELLED, a dependency never satisfied; still held on one that never ran.
+    dependency_cancelled: int = 0
+    dependency_held: int = 0
 
 
 class _Group:
@@ -175,6 +179,7 @@ class _Run:
     def run(self, jobs: Iterable[SimJob], *, sample_every_s: float) -> list[Sample]:
         """Replay ``jobs`` (in submit order) until nothing runs and nothing more can start."""
         arrivals = iter(jobs)
+        self.holds = gate = Gate()  # dependencies and arrays' %N limits, as the real pass holds them
         upcoming = next(arrivals, None)
         origin = prev = upcoming.submit_s if upcoming else 0.0
         samples: list[Sample] = []
@@ -188,9 +193,13 @@ class _Run:
             self.integrate(now - prev, in_window=upcoming is not None)
             prev = now
             while self.running and self.running[0][0] <= now:
+                ended: SimJob = self.running[0][-1]
                 self.end(now)
+                for job in gate.ended(ended):
+                    self.enqueue(job)
             while upcoming is not None and upcoming.submit_s <= now:
-                self.enqueue(upcoming)
+                for job in gate.arrive(upcoming):
+                    self.enqueue(job)
                 following = next(arrivals, None)
                 if following is not None and following.submit_s < upcoming.submit_s:
                     raise ValueError(f"jobs must come in submit order: {following.spec.job_id!r} "
@@ -575,6 +584,7 @@ def simulate(
         samples=tuple(samples),
         accounts=sim.uses() if isinstance(sim, _SharedRun) else (),
         contended_s=sim.contended_s if isinstance(sim, _SharedRun) else 0.0,
+        dependency_cancelled=sim.holds.cancelled, dependency_held=sim.holds.held,
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from overlay.dependencies import Dependency
 from overlay.model import GpuDevice, JobSpec, NodeSnapshot
 
 # Queue order needs a time: a job submitted ``s`` seconds in is enqueued at EPOCH + s.
@@ -59,6 +60,13 @@ class SimJob:
     spec: JobSpec
     submit_s: float
     duration_s: float
+    # What it waits for (overlay.dependencies), and its array's %N limit if it is a task.
+    depends_on: tuple[Dependency, ...] = ()
+    array_limit: int | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
 
     @property
     def enqueued_at(self) -> datetime:
