@@ -89,7 +89,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
 class LazyGroup(click.Group):
     """A group whose heavier subcommands are imported only when run or listed (click's documented pattern)."""
 
-    lazy = {"simulate": "cli.simulate:simulate", "array": "cli.arrays:array", "report": "cli.report:report"}
+    lazy = {"simulate": "cli.simulate:simulate", "array": "cli.arrays:array", "report": "cli.report:report",
+            "admin": "cli.admin:admin", "share": "cli.sharing:share", "usage": "cli.sharing:usage"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -122,6 +123,7 @@ def main(ctx: click.Context, api: str, token: str) -> None:
 @click.option("--label", "labels", multiple=True, callback=pairs, metavar="KEY=VALUE",
               help="A label the node must have (repeatable).")
 @click.option("--priority", type=click.IntRange(-1000, 1000), help="Higher runs first.")
+@click.option("--account", help="The account to run under (one of yours; default: your default account).")
 @click.option("--timeout", callback=scaled(UNITS_S, "a duration like 3600, 90m or 2h"),
               help="Kill the job after this: seconds, or 90m, 2h.")
 @click.option("--env", "env", multiple=True, callback=pairs, metavar="KEY=VALUE",
@@ -164,7 +166,7 @@ def submit_body(cmd: tuple[str, ...], **o: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "cmd": list(cmd), "job_id": o["job_id"], "image": o["image"], "gpus": o["gpus"],
         "gpu_memory_mb": o["gpu_memory"], "gpu_model": o["gpu_model"], "priority": o["priority"],
-        "timeout_s": o["timeout"], "max_retries": o["max_retries"],
+        "timeout_s": o["timeout"], "max_retries": o["max_retries"], "account": o.get("account"),
         "node_selector": o["labels"] or None, "env": o["env"] or None, "array": o.get("array"),
         "depends_on": depends_on(o.get("after", ()), o.get("after_any", ()), o.get("after_notok", ())),
     }
