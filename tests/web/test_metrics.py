@@ -110,7 +110,7 @@ def bucket(m: dict, family: str, le: str) -> float:
 def test_nodes_by_state_and_gpus_allocated_and_free(client, fleet):
     m = scrape(client)
     nodes = {dict(labels)["state"]: v for (_, labels), v in m["overlay_nodes"].items()}
-    assert nodes == {"online": 1, "draining": 1, "offline": 1}
+    assert nodes == {"online": 1, "draining": 1, "stopping": 0, "offline": 1}
     per_node = lambda fam: {dict(l)["node"]: v for (_, l), v in m[fam].items()}  # noqa: E731,E741
     # The running job holds two of node-a's four; a draining or dead node offers none
     assert per_node("overlay_gpus_allocated") == {"node-a": 2, "node-b": 0, "node-c": 0}
