@@ -17,6 +17,8 @@ import requests
 
 from tests.integration.harness import BIN, ROOT, Stack, submit, wait_until
 
+pytestmark = pytest.mark.slow
+
 SLOTS = 16  # 2 workers x (12 - 4)
 OVERLAY = str(BIN / "overlay")
 
