@@ -28,6 +28,9 @@ from overlay.policies import SUPPORTED
               help="A policy to run; repeat for several. Default: all of them.")
 @click.option("--workload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Replay this CSV (docs/simulate.md) instead of synthetic jobs.")
+@click.option("--fleet", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Simulate these nodes (an Alibaba v2023 node table or a plain CSV, docs/simulate.md) "
+                   "instead of --nodes x --gpus-per-node synthetic ones.")
 @click.option("--shares", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Accounts' fair-share targets and GPU quotas (CSV or JSON, docs/simulate.md): "
                    "jobs are ordered by fair share and held to quotas, and each account is reported.")
@@ -44,7 +47,8 @@ from overlay.policies import SUPPORTED
               help="Policies simulated at once. Default: one per CPU, up to the number of policies.")
 @click.pass_context
 def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed: int,
-             policies: tuple[str, ...], workload: Path | None, shares: Path | None, backfill: bool,
+             policies: tuple[str, ...], workload: Path | None, fleet: Path | None, shares: Path | None,
+             backfill: bool,
              load: float, starve_after: float,
              out: Path, processes: int | None) -> None:
     """Replay a workload under each placement policy with the scheduler's own placement code,
@@ -53,10 +57,16 @@ def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed
         for name in ("jobs", "load"):
             if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
                 raise click.UsageError(f"--{name} is for synthetic jobs; a --workload brings its own")
+    if fleet is not None:
+        for name in ("nodes", "gpus_per_node"):
+            if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+                flag = name.replace("_", "-")
+                raise click.UsageError(f"--{flag} makes a synthetic fleet; --fleet brings its own")
     if backfill and shares is not None:
         raise click.UsageError("--backfill is not simulated with --shares yet")
     config = RunConfig(nodes=nodes, gpus_per_node=gpus_per_node, jobs=jobs, seed=seed, load=load,
-                       starve_after_s=starve_after, workload=workload, shares=shares, backfill=backfill)
+                       starve_after_s=starve_after, workload=workload, shares=shares, backfill=backfill,
+                       fleet=fleet)
     chosen = list(dict.fromkeys(policies)) or list(SUPPORTED)
     try:
         reports = run_all(config, chosen, processes=processes or default_processes(len(chosen)))

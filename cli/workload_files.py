@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from cli import traces
 from cli.accounts import read_shares
 from cli.workload_arrays import expand
 from overlay.config import parse_labels
@@ -48,12 +49,18 @@ class RunConfig:
     workload: Path | None = None
     shares: Path | None = None  # accounts' shares and quotas (cli/accounts.py)
     backfill: bool = False  # reservations for the first job that does not fit (README: Backfill)
+    fleet: Path | None = None  # nodes from a file (cli/traces.py) instead of a synthetic fleet
 
 
 # -- reading a workload ------------------------------------------------------------------------
 
 def read_workload(path: Path) -> list[SimJob]:
-    """The jobs of a workload CSV in submit order. Raises WorkloadError naming each bad line."""
+    """The jobs of a workload CSV in submit order. Raises WorkloadError naming each bad line.
+
+    An Alibaba v2023 pod table or a Philly/Helios job table is read as such (cli/traces.py)."""
+    kind = traces.trace_kind(traces.header(path))
+    if kind is not None:
+        return traces.read_trace(path, kind)
     try:
         with open(path, newline="") as f:
             rows = [(n, row) for n, row in _numbered(csv.reader(f)) if row and not row[0].startswith("#")]
@@ -184,8 +191,9 @@ def _in_submit_order(path: Path, parsed: list[tuple[float | datetime, JobSpec, f
 
 def run_policy(config: RunConfig, policy: str) -> dict[str, Any]:
     """Simulate ``config`` under ``policy``: the figures, timed, as a JSON-ready dict."""
-    nodes = synthetic_fleet(config.nodes, config.gpus_per_node, seed=config.seed)
-    total = config.nodes * config.gpus_per_node
+    nodes = traces.read_fleet(config.fleet) if config.fleet is not None else \
+        synthetic_fleet(config.nodes, config.gpus_per_node, seed=config.seed)
+    total = sum(len(n.gpus) for n in nodes)
     sharing = read_shares(config.shares) if config.shares is not None else None
     accounts = list(dict.fromkeys([*sharing.shares, *sharing.quotas])) if sharing else []
     if config.workload is not None:
@@ -215,6 +223,8 @@ def run_all(config: RunConfig, policies: Sequence[str], *, processes: int = 1) -
     """Each policy's report, in ``policies`` order, running up to ``processes`` at once."""
     if config.workload is not None:
         read_workload(config.workload)  # a bad file fails here, once, not in every worker
+    if config.fleet is not None:
+        traces.read_fleet(config.fleet)
     if config.shares is not None:
         read_shares(config.shares)
     if processes <= 1 or len(policies) <= 1:
@@ -280,6 +290,8 @@ def write_results(out: Path, config: RunConfig, reports: Sequence[dict[str, Any]
 
 def describe(config: RunConfig) -> str:
     fleet = f"{config.nodes:,} nodes × {config.gpus_per_node} GPUs"
+    if config.fleet is not None:
+        fleet = f"fleet {config.fleet.name}"
     if config.workload is not None:
         return f"{fleet}, workload {config.workload.name}"
     return f"{fleet}, {config.jobs:,} jobs at load {config.load:g}, seed {config.seed}"
