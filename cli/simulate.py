@@ -11,7 +11,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from cli.accounts import accounts_table
+from cli import history, report
+from cli.accounts import accounts_table, read_shares
+from cli.client import DEFAULT_API, Client
 from cli.workload_files import RunConfig, default_processes, run_all, table, write_results
 from overlay.errors import WorkloadError
 from overlay.policies import SUPPORTED
@@ -28,6 +30,11 @@ from overlay.policies import SUPPORTED
               help="A policy to run; repeat for several. Default: all of them.")
 @click.option("--workload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Replay this CSV (docs/simulate.md) instead of synthetic jobs.")
+@click.option("--from-history", "from_history", is_flag=True,
+              help="Replay the jobs this cluster ran (GET /api/admin/history: the admin token) on its "
+                   "recorded fleet, and print what happened beside what each --policy would have done.")
+@click.option("--since", "since", default="30d", show_default=True,
+              help="With --from-history: jobs submitted within this long (30d, 12h, 3600).")
 @click.option("--fleet", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Simulate these nodes (an Alibaba v2023 node table or a plain CSV, docs/simulate.md) "
                    "instead of --nodes x --gpus-per-node synthetic ones.")
@@ -48,11 +55,18 @@ from overlay.policies import SUPPORTED
 @click.pass_context
 def simulate(ctx: click.Context, nodes: int, gpus_per_node: int, jobs: int, seed: int,
              policies: tuple[str, ...], workload: Path | None, fleet: Path | None, shares: Path | None,
-             backfill: bool,
+             backfill: bool, from_history: bool, since: str,
              load: float, starve_after: float,
              out: Path, processes: int | None) -> None:
     """Replay a workload under each placement policy with the scheduler's own placement code,
     and print utilization, queue waits, fragmentation and starvation per policy."""
+    if from_history:
+        client = ctx.find_root().obj if isinstance(ctx.find_root().obj, Client) else Client(DEFAULT_API)
+        sharing = read_shares(shares) if shares is not None else None
+        recorded = history.fetch(client, since_s=report.seconds(since))
+        chosen = list(dict.fromkeys(policies)) or list(SUPPORTED)
+        click.echo("\n".join(history.run(recorded, chosen, sharing=sharing)))
+        return
     if workload is not None:
         for name in ("jobs", "load"):
             if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:

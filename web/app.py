@@ -27,6 +27,7 @@ from web import (
     usage,
 )
 from web import efficiency as efficiency_views
+from web import history as history_views
 from web.deps import ApiDeps
 from web.dispatch import Dispatcher
 from web.waiter import JobWaiter
@@ -57,6 +58,7 @@ def create_app(config: Settings | None = None, *, deps: ApiDeps | None = None) -
     api = Api(app)
     schemas.describe_rules(api)
     api.register_blueprint(efficiency_views.blp)
+    api.register_blueprint(history_views.blp)
     auth.register(app, api, settings, app.extensions["overlay"].sessions)
     for blueprint in (jobs.blp, nodes.blp, policies.blp, admin.blp, accounts.blp, usage.blp, metrics.blp,
                       health.blp):

@@ -39,6 +39,10 @@ def test_a_jobs_gpu_use_is_sampled_and_shown_when_it_ends(stack: Stack) -> None:
     assert "GPU util 40% mean / 40% max · peak memory" in overlay(stack, "status", "steady")
     # And the report counts it for the implicit user
     assert "default" in overlay(stack, "report", "efficiency", "--since", "1h")
+    # And the cluster's history replays under best-fit beside what happened
+    replay = overlay(stack, "simulate", "--from-history", "--since", "1h", "--policy", "best-fit")
+    print(replay)
+    assert replay.startswith("1 jobs since ") and replay.splitlines()[2].split() == ["recorded", "best-fit"]
 
 
 def test_an_idle_job_is_marked_then_cancelled_and_an_idle_ok_one_runs_on(stack: Stack, sessions) -> None:
