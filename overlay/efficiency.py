@@ -130,7 +130,13 @@ def line(eff: Efficiency) -> str:
     if eff.gpu_memory_mb_asked:
         asked = f" (asked {eff.gpu_memory_mb_asked / MIB_PER_GIB:.3g})"
     return (f"GPU util {eff.util_mean_pct:.0f}% mean / {eff.util_max_pct}% max · "
-            f"peak memory {peak:.1f} of {total:.3g} GiB{asked} · {eff.energy_kwh:.2g} kWh")
+            f"peak memory {peak:.1f} of {total:.3g} GiB{asked} · {energy(eff.energy_j)}")
+
+
+def energy(joules: float) -> str:
+    """``0.4 kWh``; below 0.1 kWh in Wh (``1.1 Wh``), so a short job does not read 7.5e-05."""
+    kwh = joules / J_PER_KWH
+    return f"{kwh:.2g} kWh" if kwh >= 0.1 else f"{kwh * 1000:.2g} Wh"
 
 
 def suggested_memory_mb(peak_mb: int) -> int:

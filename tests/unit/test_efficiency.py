@@ -13,6 +13,7 @@ from overlay.efficiency import (
     JobUsage,
     decide_idle,
     duration,
+    energy,
     fold,
     line,
     over_asked,
@@ -132,6 +133,10 @@ def test_the_policy_of_an_account_overrides_the_default() -> None:
     assert policy_for("lab", default=POLICY, per_account=per_account).action == "cancel"
     assert policy_for("other", default=POLICY, per_account=per_account).action == "warn"
     assert policy_for("typo", default=POLICY, per_account=per_account).action == "warn"
+
+
+def test_energy_reads_in_kwh_or_in_wh_when_small() -> None:
+    assert [energy(j) for j in (1.44e6, 3.6e7, 4000.0, 0.0)] == ["0.4 kWh", "10 kWh", "1.1 Wh", "0 Wh"]
 
 
 def test_durations_read_short() -> None:

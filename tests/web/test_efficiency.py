@@ -52,7 +52,7 @@ def test_a_job_shows_its_efficiency_once_sampled(client, sessions) -> None:
     assert (eff["util_mean_pct"], eff["util_max_pct"], eff["samples"]) == (25.0, 40, 2)
     assert eff["memory_peak_mb"] == {"0": 9318} and eff["gpu_memory_mb_asked"] == 81920
     assert eff["energy_j"] == 4000 and eff["gpu_seconds"] == 10
-    assert eff["line"] == "GPU util 25% mean / 40% max · peak memory 9.1 of 80 GiB (asked 80) · 0.0011 kWh"
+    assert eff["line"] == "GPU util 25% mean / 40% max · peak memory 9.1 of 80 GiB (asked 80) · 1.1 Wh"
     assert job["idle_since"] is None
 
 
