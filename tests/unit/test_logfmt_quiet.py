@@ -29,6 +29,10 @@ def configure(monkeypatch) -> Iterator:
     def install(level: str | int) -> io.StringIO:
         buffer = io.StringIO()
         monkeypatch.setattr("sys.stderr", buffer)
+        # dictConfig adds filters to a logger and never removes one: start from none, as a
+        # fresh process does (another test's configuration may have left its own)
+        for n in DEBUG_ONLY:
+            logging.getLogger(n).filters[:] = []
         logging.config.dictConfig(dict_config("text", level))
         return buffer
 
