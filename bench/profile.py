@@ -75,6 +75,17 @@ def spy(pid: int, out: Path, seconds: int, rate: int) -> subprocess.Popen[bytes]
     )
 
 
+SUPERVISOR = "[a job's supervisor process: workers.supervisor]"
+
+
+def frame_name(frame: str) -> str:
+    """``function (file)`` for a Python frame; for a child process (py-spy --subprocesses
+    names it ``process PID:"cmd"``), one name for every job's supervisor and none for others."""
+    if frame.startswith("process "):
+        return SUPERVISOR if "workers.supervisor" in frame else ""
+    return frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+
+
 def top_functions(collapsed: Path, n: int) -> tuple[int, list[tuple[str, int, int]]]:
     """(samples, [(function, own samples, samples with callees)]) from py-spy's raw output."""
     own: Counter[str] = Counter()
@@ -83,8 +94,8 @@ def top_functions(collapsed: Path, n: int) -> tuple[int, list[tuple[str, int, in
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                  for f in stack.split(";")[1:] if f]  # the first frame is the process/thread
+        frames = [frame_name(f) for f in stack.split(";")[1:] if f]  # the first is the process
+        frames = [f for f in frames if f]
         if not frames:
             continue
         samples += count
