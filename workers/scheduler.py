@@ -20,7 +20,7 @@ from overlay.retry import decide_retry
 from overlay.store import cluster_state, sharing
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
-from overlay.store.holds import hold
+from overlay.store.holds import hold, queued_for_pass
 from overlay.store.running import running_jobs
 from overlay.store.session import resolve_now
 
@@ -50,7 +50,7 @@ def schedule_pass(
     """
     with sessions.begin() as s:
         cluster_state.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
-        queued = job_store.queued_jobs(s)
+        queued = queued_for_pass(s)  # but tasks beyond their array's %N limit (overlay/store/holds.py)
         if not queued:
             return []
         now = resolve_now(s, now)

@@ -7,12 +7,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from overlay.arrays import ArrayGate, ArrayLoad, hold_back
+from overlay.arrays import ArrayGate, ArrayLoad, hold_back, limit_reason
 from overlay.model import Job
 from overlay.quota import Admit
+from overlay.states import JobState
 from overlay.store import arrays, dependencies
+from overlay.store.jobs import JOB_COLUMNS, to_job
+from overlay.store.tables import ArrayRow, JobRow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,3 +42,30 @@ def hold(session: Session, queued: Sequence[Job], *, now: datetime) -> Holds:
     limited = hold_back((j.spec for j in rest), loads)
     waiting = judged.waiting | limited
     return Holds(ready=[j for j in rest if j.job_id not in limited], waiting=waiting, loads=loads)
+
+
+def queued_for_pass(session: Session) -> list[Job]:
+    """The QUEUED jobs a pass may place: every one, except the tasks of a limited array
+    beyond the first ``limit - running`` by index. Those are not read at all (a 100,000-task
+    array would otherwise cost every pass 100,000 rows decoded); their reason is set here,
+    one statement per array, touching only rows whose reason changes."""
+    queued = JobRow.state == JobState.QUEUED
+    limited = exists().where(ArrayRow.array_id == JobRow.array_id, ArrayRow.max_running.is_not(None))
+    jobs = [to_job(r) for r in session.execute(  # type: ignore[arg-type]
+        JOB_COLUMNS.where(queued, or_(JobRow.array_id.is_(None), ~limited)))]
+    waiting_arrays = select(JobRow.array_id).where(queued, JobRow.array_id.is_not(None)).distinct()
+    active = (select(func.count())
+              .where(JobRow.array_id == ArrayRow.array_id, JobRow.state.in_(arrays.ACTIVE)).scalar_subquery())
+    for array_id, limit, running in session.execute(
+            select(ArrayRow.array_id, ArrayRow.max_running, active)
+            .where(ArrayRow.max_running.is_not(None), ArrayRow.array_id.in_(waiting_arrays))):
+        room = max(limit - running, 0)
+        tasks = [to_job(r) for r in session.execute(  # type: ignore[arg-type]
+            JOB_COLUMNS.where(queued, JobRow.array_id == array_id).order_by(JobRow.array_index).limit(room))]
+        jobs += tasks
+        beyond = [JobRow.array_index > tasks[-1].spec.array_index] if tasks else []
+        reason = limit_reason(array_id, limit)
+        session.execute(update(JobRow).where(queued, JobRow.array_id == array_id, *beyond,
+                                             JobRow.reason.is_distinct_from(reason))
+                        .values(reason=reason).execution_options(synchronize_session=False))
+    return jobs

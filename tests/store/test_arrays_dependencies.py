@@ -10,12 +10,13 @@ from sqlalchemy import delete
 
 from overlay.arrays import parse_array
 from overlay.dependencies import parse
-from overlay.errors import DuplicateJob, InvalidField
+from overlay.errors import DuplicateJob, InvalidField, JobNotFound
 from overlay.model import JobSpec
 from overlay.states import JobState
 from overlay.store import arrays as array_store
 from overlay.store import dependencies
 from overlay.store import jobs as job_store
+from overlay.store.holds import queued_for_pass
 from overlay.store.jobs import Ending
 from overlay.store.tables import JobRow
 from tests.store.world import T0, seconds
@@ -79,9 +80,9 @@ def test_an_array_whose_id_or_a_task_id_is_taken_is_refused_whole(cluster):
         submit_array(cluster, "x", "0-3")
     with pytest.raises(DuplicateJob):
         submit_array(cluster, "y", "0-9")
-    with cluster.sessions() as s, pytest.raises(Exception):
+    with cluster.sessions() as s, pytest.raises(JobNotFound):
         array_store.get_array(s, "y")
-    with pytest.raises(Exception):
+    with pytest.raises(JobNotFound):
         cluster.job("y_0")
 
 
@@ -194,5 +195,22 @@ def test_unknown_ids_and_cycles_are_refused_naming_them(cluster):
         s.execute(delete(JobRow).where(JobRow.job_id == "a"))
     with pytest.raises(InvalidField, match="cycle: a -> b -> a"):
         submit_after(cluster, "a", {"afterok": ["b"]})
-    with pytest.raises(Exception):
+    with pytest.raises(JobNotFound):
         cluster.job("eval")
+
+
+def test_a_pass_reads_only_the_tasks_within_an_arrays_room_and_says_why_the_rest_wait(cluster, settings):
+    # Given a plain job and a 1,000-task array at most 2 at once, one of them running
+    cluster.node("node-a", gpus=1)
+    cluster.submit("plain", gpus=0)
+    submit_array(cluster, "big", "0-999%2", gpus=1)
+    with cluster.sessions.begin() as s:
+        first = sorted(j.job_id for j in queued_for_pass(s))
+    # Then a pass reads the plain job and the first two tasks only
+    assert first == ["big_0", "big_1", "plain"]
+    schedule_pass(cluster.sessions, settings, now=T0 + seconds(1))
+    # and the tasks it did not read wait at the limit, the one read but not placed for GPUs
+    assert cluster.job("big_999").reason == "array big at its limit: 2 running"
+    assert cluster.job("big_1").reason.startswith("needs 1 GPU")
+    with cluster.sessions.begin() as s:
+        assert sorted(j.job_id for j in queued_for_pass(s)) == ["big_1"]
