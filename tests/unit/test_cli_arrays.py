@@ -5,6 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from cli.arrays import summary
+from cli.client import CliError
 from cli.main import depends_on, main
 
 
@@ -40,3 +41,30 @@ def test_submit_sends_array_and_after(monkeypatch):
     assert sent["body"] == {"cmd": ["python", "sweep.py"], "job_id": "s", "array": "0-3%2",
                             "depends_on": {"afterok": ["prep"]}}
     assert out.output.strip() == "submitted array s: 4 tasks (0-3%2), at most 2 at once; 4 QUEUED"
+
+
+def test_status_and_cancel_take_an_array_id(monkeypatch):
+    array = {"array_id": "s", "size": 2, "expression": "0-1", "max_running": None, "user": "default",
+             "account": "default", "counts": {"QUEUED": 2}, "tasks": []}
+    calls = []
+
+    def get_json(self, path, **params):
+        calls.append(("GET", path))
+        if path.startswith("/api/jobs/"):
+            raise CliError("job 's' does not exist (404 Not Found)")
+        return array
+
+    def post_json(self, path, body=None):
+        calls.append(("POST", path))
+        if path.startswith("/api/jobs/"):
+            raise CliError("job 's' does not exist (404 Not Found)")
+        return {**array, "counts": {"CANCELLED": 2}}
+
+    monkeypatch.setattr("cli.client.Client.get_json", get_json)
+    monkeypatch.setattr("cli.client.Client.post_json", post_json)
+    shown = CliRunner().invoke(main, ["status", "s"])
+    assert shown.exit_code == 0 and "s: 2 tasks (0-1), no limit; 2 QUEUED" in shown.output
+    cancelled = CliRunner().invoke(main, ["cancel", "s"])
+    assert cancelled.exit_code == 0
+    assert "cancelled array s: 2 tasks (0-1), no limit; 2 CANCELLED" in cancelled.output
+    assert ("POST", "/api/arrays/s/cancel") in calls
