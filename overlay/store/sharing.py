@@ -3,6 +3,7 @@ of every account and user, and the GPUs each account's jobs hold now."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
@@ -13,9 +14,8 @@ from overlay.fairshare import Priority, Usage, Weights, fold_usage, job_priority
 from overlay.model import Job, NodeSnapshot, Placement
 from overlay.queueing import Queued
 from overlay.quota import Admit, QuotaGate, admit_all
-from overlay.store import accounts
+from overlay.store import accounts, usage
 from overlay.store.tables import GpuAllocationRow, JobRow
-from overlay.store.usage import fairshare_records
 
 # Attempts older than this many half-lives weigh under 0.1%: fair share leaves them out.
 HORIZON_HALF_LIVES = 10
@@ -23,9 +23,20 @@ MAX_HORIZON = timedelta(days=3650)
 
 
 def decayed_usage(session: Session, *, now: datetime, half_life_s: float) -> Usage:
-    """Every account's and user's GPU-seconds at ``now``, decayed by ``half_life_s``."""
+    """Every account's and user's GPU-seconds at ``now``, decayed by ``half_life_s``: the
+    ended attempts summed in Postgres, the running ones folded here."""
     horizon = timedelta(seconds=min(half_life_s * HORIZON_HALF_LIVES, MAX_HORIZON.total_seconds()))
-    return fold_usage(fairshare_records(session, now=now, horizon=horizon), now=now, half_life_s=half_life_s)
+    if not math.isfinite(half_life_s):  # no decay: fold every record here
+        records = usage.ended_records(session, now=now, horizon=horizon) + usage.holding_records(session)
+        return fold_usage(records, now=now, half_life_s=half_life_s)
+    running = fold_usage(usage.holding_records(session), now=now, half_life_s=half_life_s)
+    users = dict(running.users)
+    for key, value in usage.decayed_ended(session, now=now, horizon=horizon, half_life_s=half_life_s).items():
+        users[key] = users.get(key, 0.0) + value
+    accounts: dict[str, float] = {}
+    for (account, _), value in users.items():
+        accounts[account] = accounts.get(account, 0.0) + value
+    return Usage(at=now, accounts=accounts, users=users)
 
 
 def holdings(session: Session) -> list[tuple[str, Placement]]:

@@ -3,12 +3,13 @@ sums people and the scheduler read from them (usage reports, fair share, the cou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
-from sqlalchemy.types import DateTime, Integer, String
+from sqlalchemy.types import DateTime, Float, Integer, String
 
 from overlay.fairshare import UsageRecord
 from overlay.store.tables import AttemptUsageRow, GpuAllocationRow, JobRow, UsageTotalRow
@@ -95,17 +96,44 @@ def totals(session: Session) -> list[tuple[str, str, float]]:
     return [(a, u, float(s)) for a, u, s in rows]
 
 
-def fairshare_records(session: Session, *, now: datetime, horizon: timedelta) -> list[UsageRecord]:
-    """What fair share decays: the attempts that ended within ``horizon`` of ``now`` (older
-    ones weigh next to nothing), and the attempts holding GPUs now (no end yet)."""
+# overlay.fairshare.decayed_gpu_seconds summed in Postgres per (account, user): each
+# attempt's GPUs × ∫ 2^(-age/half-life) over its time before :now. One row per user comes
+# back instead of one per attempt (100,000 attempts: 2.2 s folded in Python).
+DECAYED = text("""
+SELECT account, user_name,
+       sum(greatest(gpus * :scale * (
+             power(2.0::float8, -date_part('epoch', :now - least(ended_at, :now)) / :half_life)
+           - power(2.0::float8, -date_part('epoch', :now - started_at) / :half_life)), 0))
+FROM attempt_usage WHERE ended_at > :since
+GROUP BY account, user_name
+""").bindparams(bindparam("now", type_=DateTime(timezone=True)),
+                bindparam("since", type_=DateTime(timezone=True)),
+                bindparam("half_life", type_=Float()), bindparam("scale", type_=Float()))
+
+
+def decayed_ended(session: Session, *, now: datetime, horizon: timedelta,
+                  half_life_s: float) -> dict[tuple[str, str], float]:
+    """Decayed GPU-seconds at ``now`` per (account, user) of the attempts that ended within
+    ``horizon`` (older ones weigh next to nothing), as ``overlay.fairshare.fold_usage``
+    would count them. ``half_life_s`` must be finite and > 0."""
+    rows = session.execute(DECAYED, {"now": now, "since": now - horizon, "half_life": half_life_s,
+                                     "scale": half_life_s / math.log(2)})
+    return {(a, u): float(v) for a, u, v in rows}
+
+
+def ended_records(session: Session, *, now: datetime, horizon: timedelta) -> list[UsageRecord]:
+    """The attempts that ended within ``horizon`` of ``now``, as fair share's records."""
     ended = session.execute(
         select(AttemptUsageRow.account, AttemptUsageRow.user_name, AttemptUsageRow.gpus,
                AttemptUsageRow.started_at, AttemptUsageRow.ended_at)
         .where(AttemptUsageRow.ended_at > now - horizon))
-    records = [UsageRecord(account=a, user=u, gpus=g, start=s, end=e) for a, u, g, s, e in ended]
+    return [UsageRecord(account=a, user=u, gpus=g, start=s, end=e) for a, u, g, s, e in ended]
+
+
+def holding_records(session: Session) -> list[UsageRecord]:
+    """The attempts holding GPUs now, as fair share's records (no end yet)."""
     holding = session.execute(
         select(JobRow.account, JobRow.user_name, func.count(), func.min(GpuAllocationRow.allocated_at))
         .join(JobRow, JobRow.job_id == GpuAllocationRow.job_id)
         .group_by(GpuAllocationRow.job_id, GpuAllocationRow.attempt, JobRow.account, JobRow.user_name))
-    records += [UsageRecord(account=a, user=u, gpus=n, start=s) for a, u, n, s in holding]
-    return records
+    return [UsageRecord(account=a, user=u, gpus=n, start=s) for a, u, n, s in holding]

@@ -9,9 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
+from overlay.fairshare import fold_usage
 from overlay.identity import Caller
 from overlay.states import JobState
-from overlay.store import accounts, usage
+from overlay.store import accounts, sharing, usage
 from overlay.store import jobs as job_store
 from overlay.store.tables import AttemptUsageRow
 from tests.store.world import H100, T0, Cluster, seconds
@@ -161,3 +162,26 @@ def test_tokens_are_stored_only_as_hashes_and_a_revoked_one_is_refused(teams):
     with teams.sessions() as s:
         assert accounts.caller_for_token(s, token) is None
         assert not accounts.any_live_token(s)
+
+
+def test_the_decayed_usage_summed_in_postgres_is_what_fold_usage_counts(teams):
+    # Given attempts that ended over the last weeks, one that started before the window,
+    # and one still running
+    teams.node("n1", gpus=4)
+    for i, (days, hours, account, user) in enumerate([(1, 2, "vision", "alice"), (9, 5, "vision", "bob"),
+                                                      (20, 1, "nlp", "carol"), (0.5, 0.25, "nlp", "carol")]):
+        start = T0 - timedelta(days=days)
+        run(teams, f"j{i}", on="n1", indices=(i,), at=start, account=account, user=user)
+        end(teams, f"j{i}", at=start + timedelta(hours=hours))
+    run(teams, "live", on="n1", indices=(0, 1), at=T0 - timedelta(hours=3), account="vision", user="alice")
+    half_life = 3 * 86400.0
+    with teams.sessions() as s:
+        # When fair share reads the usage
+        summed = sharing.decayed_usage(s, now=T0, half_life_s=half_life)
+        records = usage.ended_records(s, now=T0, horizon=timedelta(days=365)) + usage.holding_records(s)
+    # Then it is what folding every record in Python gives
+    folded = fold_usage(records, now=T0, half_life_s=half_life)
+    assert summed.users.keys() == folded.users.keys()
+    for key, value in folded.users.items():
+        assert summed.users[key] == pytest.approx(value, rel=1e-9)
+    assert summed.accounts == pytest.approx(folded.accounts, rel=1e-9)
