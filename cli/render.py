@@ -105,12 +105,25 @@ def job_lines(job: Mapping[str, Any], now: datetime | None = None) -> list[str]:
     ts, request = job.get("timestamps") or {}, job.get("request") or {}
     pairs = [
         ("job", job["job_id"]), ("state", outcome(job)), ("reason", job.get("reason") or "-"),
+        *([("owner", owner(job))] if job.get("user") else []),
+        *([("priority", priority(job["priority"]))] if job.get("priority") else []),
         ("node", where(job)), ("attempt", str(job.get("attempt", 0))),
         *[(name, _stamp(ts.get(name), now)) for name in ("enqueued", "placed", "started", "finished")],
         ("cmd", shlex.join(request.get("cmd") or [])), ("image", request.get("image") or "(host)"),
         ("wants", wants(request)),
     ]
     return [f"{name:<9} {value}" for name, value in pairs]
+
+
+def owner(job: Mapping[str, Any]) -> str:
+    """``alice (vision)``, and ``, borrowed`` for a job placed beyond its account's quota."""
+    return f"{job['user']} ({job.get('account', '-')}{', borrowed' if job.get('borrowed') else ''})"
+
+
+def priority(p: Mapping[str, Any]) -> str:
+    """A waiting job's multifactor priority and its weighted parts."""
+    return (f"{p['value']:.0f} = own {p['priority']:.0f} + age {p['age']:.0f} + fair share "
+            f"{p['fairshare']:.0f} + user {p['user']:.0f}")
 
 
 def _stamp(text: str | None, now: datetime) -> str:

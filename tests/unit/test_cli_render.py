@@ -112,3 +112,15 @@ def test_a_node_block_has_a_row_per_gpu_with_its_bars_and_holder():
                                              ("https://overlay.example", "https://overlay.example")])
 def test_an_api_address_without_a_scheme_is_http(given, base):
     assert normalize(given) == base
+
+
+def test_status_shows_the_owner_and_a_waiting_jobs_priority_parts():
+    waiting = {**job(state="QUEUED"), "user": "alice", "account": "vision", "borrowed": False,
+               "priority": {"value": 10340.4, "priority": 200.0, "age": 40.4, "fairshare": 10000.0,
+                            "user": 100.0}}
+    lines = render.job_lines(waiting, NOW)
+    assert "owner     alice (vision)" in lines
+    assert "priority  10340 = own 200 + age 40 + fair share 10000 + user 100" in lines
+    borrowed = {**job(state="RUNNING"), "user": "bob", "account": "vision", "borrowed": True}
+    held = render.job_lines(borrowed, NOW)
+    assert "owner     bob (vision, borrowed)" in held
