@@ -145,7 +145,7 @@ def submit(client: Client, cmd: tuple[str, ...], wait: bool, as_json: bool, **op
     if wait and options["array"]:
         raise click.UsageError("--wait follows one job; watch an array with: overlay array ID")
     job = client.post_json("/api/jobs", submit_body(cmd, **options))
-    if "array_id" in job:
+    if "job_id" not in job:  # an array's answer: the array and its counts
         click.echo(render_json(job) if as_json else f"submitted array {arrays.summary(job)}")
         return
     if not wait:
