@@ -8,7 +8,8 @@ so its waiters wait. In one run: ``--submits`` POSTs at ``--rate`` per second wi
 waiting; then ``--waiters`` clients long-poll one job (``?wait=120``, asked again when it
 runs out, and a 429 asked again after its Retry-After, as the CLI does) and the same stream
 of submits runs again; then the
-job is cancelled and every waiter must get it, CANCELLED. Prints p50/p95/max submit latency
+job is cancelled and every waiter must get it, CANCELLED, and the stream runs a third time
+with nobody waiting (how much the machine's load drifted). Prints p50/p95/max submit latency
 of both phases side by side, how many long-polls were refused with 429, and how long the
 waiters took to get the end; writes bench/results/long_polls.json.
 """
@@ -117,10 +118,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         requests.post(f"{stack.api}/api/jobs/{job_id}/cancel", timeout=60).raise_for_status()
         for t in waiters.threads:
             t.join(120)
+        after = submit_stream(stack.api, args.submits, args.rate)  # nobody waiting again: the load's drift
         return {
             "waiters": args.waiters, "submits_per_phase": args.submits, "rate_per_s": args.rate,
             "api_workers": 2, "api_threads": args.threads, "api_reserved_threads": args.reserved,
             "submit_ms_no_waiters": summary(alone), "submit_ms_with_waiters": summary(waiting),
+            "submit_ms_no_waiters_after": summary(after),
             "p95_delay_ms": round(summary(waiting)["p95"] - summary(alone)["p95"], 1),
             "long_polls_refused_429": refused_while_waiting,
             "waiters_answered": len(waiters.states),
@@ -142,7 +145,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=320, help="API_THREADS per worker")
     parser.add_argument("--reserved", type=int, default=16, help="API_RESERVED_THREADS per worker")
-    parser.add_argument("--settle", type=float, default=10.0,
+    parser.add_argument("--settle", type=float, default=20.0,
                         help="seconds between the last waiter and the submits")
     result = run(parser.parse_args())
     RESULTS.parent.mkdir(exist_ok=True)

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # lost NOTIFY: the end wakes it at once, and a lost LISTEN connection wakes every waiter).
 # Long and spread (a random 50-100% of it each time): hundreds of waiters that arrived
 # together and re-read in step would take every thread and connection from the submits.
-RECHECK_S = 30.0
+RECHECK_S = 60.0
 
 
 def new_job_id() -> str:
