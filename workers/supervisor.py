@@ -165,7 +165,7 @@ class Job:
     def drain(self) -> None:
         """Copy what is left in the pipe to the log, up to EOF (every writer is dead by now;
         an escaped writer outside any cgroup is waited for no more than a second of silence)."""
-        while select.select([self.read_fd], [], [], 1.0)[0]:
+        while readable(self.read_fd, timeout_s=1.0):
             data = os.read(self.read_fd, 65536)
             if not data:
                 break
@@ -290,3 +290,10 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
+
+
+def readable(fd: int, *, timeout_s: float) -> bool:
+    """Whether ``fd`` has something to read (or hit its end) within ``timeout_s``."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout_s * 1000))
