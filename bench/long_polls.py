@@ -76,6 +76,7 @@ class Waiters:
             if response.status_code == 429:
                 with self.lock:
                     self.refused += 1
+                session.close()  # as the CLI does: a new connection may reach the other worker
                 time.sleep(float(response.headers.get("Retry-After", "1")))
                 continue
             response.raise_for_status()

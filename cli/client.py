@@ -72,6 +72,9 @@ class Client:
             response = self._send(method, path, read_timeout=read_timeout, **kwargs)
             if response.status_code != 429 or method != "GET":
                 break
+            # A kept-alive connection would bring the retry back to the same full API worker
+            # (gunicorn's workers each accept their own); a new one may reach one with room.
+            self.session.close()
             time.sleep(retry_after(response))
         if response.status_code >= 400:
             raise refused(response)
