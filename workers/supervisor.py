@@ -288,12 +288,12 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
-
-
 def readable(fd: int, *, timeout_s: float) -> bool:
     """Whether ``fd`` has something to read (or hit its end) within ``timeout_s``."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(timeout_s * 1000))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
