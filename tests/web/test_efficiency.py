@@ -15,6 +15,11 @@ from overlay.store import samples as sample_store
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
+def an_hour_ago() -> datetime:
+    """Taken when the test runs, not when the module was collected (minutes earlier in a full run)."""
+    return datetime.now(UTC) - timedelta(hours=1)
+
+
 def sampled(sessions, job_id: str, utils: list[int], *, used: int = 2048) -> None:
     """The agent folded these readings of GPU 0 into ``job_id``, 5 s apart."""
     usage = None
@@ -61,7 +66,8 @@ def test_idle_jobs_are_listed_and_idle_ok_is_recorded_at_submit(client, sessions
     running(client, sessions, "lazy")
     running(client, sessions, "notebook", gpu=1, idle_ok=True)
     with sessions.begin() as s:
-        sample_store.mark_idle(s, "lazy", T0, attempt=1, node="node-a", reason="idle: GPUs below 5% for 30m")
+        sample_store.mark_idle(s, "lazy", an_hour_ago(), attempt=1, node="node-a",
+                               reason="idle: GPUs below 5% for 30m")
         jobs = sample_store.running(s, ["lazy", "notebook"])
     assert jobs["notebook"].idle_ok and not jobs["lazy"].idle_ok
 
@@ -100,7 +106,7 @@ def test_the_idle_gauge_names_each_idle_job_with_its_user_and_account(client, se
     running(client, sessions, "lazy")
     running(client, sessions, "busy", gpu=1)
     with sessions.begin() as s:
-        sample_store.mark_idle(s, "lazy", T0, attempt=1, node="node-a")
+        sample_store.mark_idle(s, "lazy", an_hour_ago(), attempt=1, node="node-a")
 
     # When Prometheus scrapes
     text = client.get("/metrics").get_data(as_text=True)
