@@ -78,6 +78,9 @@ def beat(rt: Runtime, *, now: datetime | None = None) -> Beat:
         raise
     rt.agent.last_heartbeat_at, rt.agent.last_heartbeat_error = time.time(), None
     rt.agent.last_heartbeat_mono = time.monotonic()
+    if rt.agent.stopping:  # SIGTERM came while this beat was writing: say it again, after it
+        with rt.sessions.begin() as s:
+            agent_store.mark_stopping(s, rt.settings.node_name)
     requeued = check_attempts(rt, now=now)
     return Beat(report=report, requeued=requeued)
 
@@ -106,6 +109,8 @@ def agent_health(rt: Runtime, report: ProbeReport) -> dict[str, Any]:
         "running_jobs": len(set(rt.agent.busy_now().values())),
         "executor": rt.settings.executor,
         "containment": rt.agent.containment,
+        # A beat of an agent that got SIGTERM keeps the node out of placement.
+        "stopping": rt.agent.stopping,
         "pid": os.getpid(),
         "version": __version__,
     }

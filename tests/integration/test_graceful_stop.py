@@ -89,13 +89,13 @@ def test_sigterm_to_the_scheduler_finishes_its_pass_and_sends_every_run_job(stac
         for i in range(4):
             submit(stack, job_id=f"j{i}", cmd=["true"], gpus=1)
         wait_until(lambda: placed_jobs(sessions), timeout=30, what="a first pass")
-        # and a pass held mid-way: the test holds a queued job's row lock
+        # and a pass begun and held: the test holds the one-pass-at-a-time lock the pass waits for
         with sessions.begin() as s:
+            cluster_state.hold_scheduler_lock(s)
             submit(stack, job_id="blocker", cmd=["true"], gpus=1)
-            s.execute(text("select 1 from jobs where job_id = 'blocker' for update"))
             submit(stack, job_id="late", cmd=["true"], gpus=1)
             wait_until(lambda: waiting_backends(sessions) > 0, timeout=30, what="a pass to block")
-            # When the scheduler gets SIGTERM mid-pass
+            # When the scheduler gets SIGTERM while its pass waits
             stack.procs["scheduler"].send_signal(signal.SIGTERM)
             time.sleep(1)
             assert stack.procs["scheduler"].poll() is None, "the scheduler left in the middle of a pass"
