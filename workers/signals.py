@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import logging
 import logging.config
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from celery.signals import setup_logging, worker_init, worker_ready, worker_shutting_down
 
+from overlay.config import Settings
 from overlay.errors import GpuProbeError
 from overlay.logfmt import dict_config
 from overlay.store import agents as agent_store
 from workers import agent_http, execution, heartbeat, sampling, supervision
-from workers.queues import request_pass
+from workers.queues import TaskSender, request_pass
+from workers.runtime import Runtime
 
-if TYPE_CHECKING:
-    from workers.app import OverlayCelery
+
+class OverlayCelery(TaskSender, Protocol):
+    """What the hooks need of the app that connects them (workers/app.py): its settings,
+    its runtime, and sending a task. A protocol, so this module needs no import of the app."""
+
+    settings: Settings
+
+    @property
+    def runtime(self) -> Runtime: ...
 
 log = logging.getLogger(__name__)
 
