@@ -13,13 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from overlay.config import Settings
 from overlay.errors import StorageUnavailable
+from overlay.store.session import postgres_clock
 from web.dispatch import Dispatcher
 from web.waiter import JobWaiter
-
-
-def postgres_clock() -> datetime | None:
-    """No time of the API host's own: the store takes Postgres's (overlay/store/session.py)."""
-    return None
 
 
 @dataclass

@@ -19,16 +19,12 @@ from overlay.logfmt import job_fields
 from overlay.model import Job
 from overlay.states import JobState
 from overlay.store import jobs as job_store
+from overlay.store.session import postgres_clock
 from workers import runner, supervision
 from workers.attempts import AttemptDir
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-def postgres_clock() -> datetime | None:
-    """No time of the agent's own: the store takes Postgres's (overlay/store/session.py)."""
-    return None
 
 
 Clock = Callable[[], datetime | None]

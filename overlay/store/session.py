@@ -43,6 +43,12 @@ def db_now(session: Session) -> datetime:
     return session.execute(text("select clock_timestamp()")).scalar_one()  # type: ignore[no-any-return]
 
 
+def postgres_clock() -> datetime | None:
+    """The clock callers pass when they have no time of their own to give: none, so that
+    ``resolve_now`` takes Postgres's (tests pass a clock that gives fixed times)."""
+    return None
+
+
 def resolve_now(session: Session, now: datetime | None) -> datetime:
     """``now`` when a caller gives one (tests do), else Postgres's clock."""
     return now if now is not None else db_now(session)
