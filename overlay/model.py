@@ -45,6 +45,8 @@ class JobSpec:
     # A task of a job array (overlay.arrays): the array's id and this task's index.
     array_id: str | None = None
     array_index: int | None = None
+    # False: never preempted, and so never placed on borrowed GPUs (overlay.preemption).
+    preemptible: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +66,8 @@ class Job:
     finished_at: datetime | None = None
     # Placed on idle GPUs beyond its account's quota (overlay.quota): first to give them back.
     borrowed: bool = False
+    # How many attempts were preempted: they count in ``attempt`` but not against max_retries.
+    preemptions: int = 0
 
     @property
     def job_id(self) -> str:

@@ -21,11 +21,13 @@ class RetryDecision:
 
 
 def decide_retry(job: Job, *, cause: str = NODE_LOST) -> RetryDecision:
-    """A lost attempt is retried while the job has retries left (attempt <= max_retries)."""
+    """A lost attempt is retried while the job has retries left: attempts that ended some
+    other way than by preemption (preempted ones are not the job's fault) <= max_retries."""
     where = f" ({job.node})" if job.node else ""
-    if job.attempt <= job.spec.max_retries:
+    used = job.attempt - job.preemptions
+    if used <= job.spec.max_retries:
         return RetryDecision(
             target=JobState.QUEUED,
-            reason=f"{cause}{where}; retry {job.attempt} of {job.spec.max_retries}",
+            reason=f"{cause}{where}; retry {used} of {job.spec.max_retries}",
         )
     return RetryDecision(target=JobState.FAILED, reason=cause)

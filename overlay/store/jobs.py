@@ -22,7 +22,7 @@ from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
 
 # JobSpec fields stored as they are; cmd, env and node_selector change container type.
 SCALAR_SPEC_FIELDS = ("job_id", "image", "gpus", "gpu_memory_mb", "gpu_model", "priority",
-                      "timeout_s", "max_retries", "memory_mb", "array_id", "array_index")
+                      "timeout_s", "max_retries", "memory_mb", "array_id", "array_index", "preemptible")
 
 
 def to_spec(row: JobRow) -> JobSpec:
@@ -61,6 +61,7 @@ def to_job(row: JobRow) -> Job:
         started_at=row.started_at,
         finished_at=row.finished_at,
         borrowed=row.borrowed,
+        preemptions=row.preemptions,
     )
 
 

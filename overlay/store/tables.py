@@ -69,6 +69,10 @@ class JobRow(Base):
     account: Mapped[str] = mapped_column(String(128), default="default", server_default="default",
                                          index=True)
     borrowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # `preemptible: false`: never preempted (and never borrows); `preemptions`: attempts of
+    # it that were preempted (they do not use up max_retries).
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # A task of a job array: its array (arrays.array_id) and index; NULL for other jobs.
     array_id: Mapped[str | None] = mapped_column(String(128))
     array_index: Mapped[int | None] = mapped_column(Integer)
