@@ -83,9 +83,13 @@ class QuotaGate:
     def __call__(self, spec: JobSpec, placement: Placement) -> Admission | NoFit:
         verdict = self.decide(spec, placement)
         if isinstance(verdict, Admission):
-            self._count(spec.account, placement, +1)
-            self.free.subtract(self._name(node=placement.node, index=i) for i in placement.gpus)
+            self.take(spec.account, placement)
         return verdict
+
+    def take(self, account: str, placement: Placement) -> None:
+        """``account``'s job holds ``placement``'s GPUs (undoes ``release``)."""
+        self._count(account, placement, +1)
+        self.free.subtract(self._name(node=placement.node, index=i) for i in placement.gpus)
 
     def release(self, account: str, placement: Placement) -> None:
         """``account``'s job on ``placement`` ended: its GPUs are free again."""
@@ -105,6 +109,9 @@ class QuotaGate:
             held = self.held[spec.account, key]
             if held + spec.gpus <= limit:
                 continue
+            if not spec.preemptible:  # borrowed GPUs are given back by preemption: it may not
+                return _at_quota(spec, key, held=held, limit=limit, note="a job that is not preemptible "
+                                                                          "may not borrow")
             if self._idle(key) - self._guaranteed(key, besides=spec.account) < spec.gpus:
                 return _at_quota(spec, key, held=held, limit=limit)
             borrowed = True
@@ -132,9 +139,10 @@ class QuotaGate:
         return self.names.get((node, index), "")
 
 
-def _at_quota(spec: JobSpec, key: str, *, held: int, limit: int) -> NoFit:
+def _at_quota(spec: JobSpec, key: str, *, held: int, limit: int, note: str = "") -> NoFit:
     which = f"its {key} quota" if key else "its quota"
     needs = "" if held >= limit else f" (the job needs {spec.gpus})"
-    return NoFit(reason=f"account {spec.account} at {which}: {held} of {limit} GPUs{needs}",
+    why = f"; {note}" if note else ""
+    return NoFit(reason=f"account {spec.account} at {which}: {held} of {limit} GPUs{needs}{why}",
                  details={"account": spec.account, "model": key, "held": held, "quota": limit,
                           "gpus": spec.gpus})

@@ -1,0 +1,179 @@
+"""Preemption: which running jobs a waiting job may stop to run, and the set of them on one
+node that loses the least work (after Kueue's preemption and Slurm's QOS preemption). Pure.
+
+A waiting job may preempt a running one only if the running job is preemptible and either
+runs on borrowed GPUs (beyond its account's quota: it gives them back first) or has a
+priority lower by at least the gap (``PREEMPT_PRIORITY_GAP``). The waiting job must be able
+to run once its victims stop: on one node, the victims' GPUs plus that node's free ones meet
+its request (model, memory, selector and a job slot, as placement judges them).
+
+Victims stop in their grace time (``PREEMPT_GRACE_S``), still holding their GPUs meanwhile.
+A job whose own victims are still stopping preempts nobody else: it waits for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+from overlay.fleet import Fleet
+from overlay.model import JobSpec, Placement
+from overlay.quota import Admission, Admit, QuotaGate
+
+# Exact search over the subsets of a node's candidates up to this many; beyond, greedy.
+EXACT_UP_TO = 12
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """A running job as preemption sees it. ``gpu_seconds``: the work it would lose (GPUs
+    held × seconds since it started)."""
+
+    job_id: str
+    attempt: int = 1
+    node: str
+    gpus: tuple[int, ...]
+    priority: int = 0
+    account: str = "default"
+    borrowed: bool = False
+    preemptible: bool = True
+    gpu_seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stopping:
+    """A preempted job still stopping on ``node``, holding ``gpus``, for the job ``for_job``."""
+
+    job_id: str
+    node: str
+    gpus: tuple[int, ...]
+    for_job: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preemption:
+    """Stop ``victims`` (all on ``node``) so that ``job_id`` can run there."""
+
+    job_id: str
+    node: str
+    victims: tuple[Candidate, ...]
+
+    @property
+    def lost_gpu_seconds(self) -> float:
+        return sum(v.gpu_seconds for v in self.victims)
+
+    def describe(self) -> str:
+        names = ", ".join(v.job_id for v in self.victims)
+        return f"preempting {names} on {self.node}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwaitStop:
+    """The job's victims are still stopping: it waits for them and preempts nobody else."""
+
+    job_id: str
+    node: str
+    stopping: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"waiting for {', '.join(self.stopping)} to stop on {self.node} (preempted for it)"
+
+
+def may_preempt(job: JobSpec, victim: Candidate, *, gap: int) -> bool:
+    """Whether ``job`` may stop ``victim``: preemptible, and borrowed or lower by ``gap``."""
+    return victim.preemptible and victim.job_id != job.job_id and (
+        victim.borrowed or victim.priority <= job.priority - gap)
+
+
+def plan(job: JobSpec, fleet: Fleet, candidates: Iterable[Candidate], *, gap: int,
+         stopping: Sequence[Stopping] = ()) -> Preemption | AwaitStop | None:
+    """What ``job`` (which does not fit now) should do: wait for its victims still stopping
+    (AwaitStop), stop the set of running jobs on one node that loses the least work
+    (Preemption; ties: fewer victims, then node name), or nothing (None: no set would let it
+    run). ``fleet`` holds every running job's GPUs; it is left as it was found."""
+    if job.gpus <= 0:
+        return None  # a CPU-only job waits for a slot, never for GPUs: it stops nobody
+    usable = fleet.usable(job)
+    mine = [s for s in stopping if s.for_job == job.job_id and s.node in usable]
+    for node in sorted({s.node for s in mine}):
+        coming = {i for s in mine if s.node == node for i in s.gpus} & usable[node]
+        if len(fleet.free(node) & usable[node]) + len(coming) >= job.gpus:
+            return AwaitStop(job_id=job.job_id, node=node,
+                             stopping=tuple(sorted(s.job_id for s in mine if s.node == node)))
+    by_node: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        if c.node in usable and may_preempt(job, c, gap=gap) and set(c.gpus) & usable[c.node]:
+            by_node.setdefault(c.node, []).append(c)
+    best: Preemption | None = None
+    for node in sorted(by_node):
+        victims = _cheapest(job, fleet, node, by_node[node], usable[node])
+        if victims is None:
+            continue
+        found = Preemption(job_id=job.job_id, node=node, victims=victims)
+        if best is None or _cost(found) < _cost(best):
+            best = found
+    return best
+
+
+def _cost(p: Preemption) -> tuple[float, int, str]:
+    return (p.lost_gpu_seconds, len(p.victims), p.node)
+
+
+def _cheapest(job: JobSpec, fleet: Fleet, node: str, candidates: list[Candidate],
+              fitting: frozenset[int]) -> tuple[Candidate, ...] | None:
+    """The victims on ``node`` that free enough for ``job`` at the least lost work, or None."""
+    free = len(fleet.free(node) & fitting)
+    need = job.gpus - free
+    if need <= 0:
+        return None  # its GPUs are free: it waits for something stopping nobody gives (a slot, a quota)
+    ordered = sorted(candidates, key=lambda c: (c.gpu_seconds, len(c.gpus), c.job_id))
+    if len(ordered) <= EXACT_UP_TO:
+        sets: Iterable[tuple[Candidate, ...]] = (
+            combo for k in range(1, len(ordered) + 1) for combo in combinations(ordered, k))
+    else:  # greedy: the cheapest first, until enough
+        sets = (tuple(ordered[:k]) for k in range(1, len(ordered) + 1))
+    best: tuple[Candidate, ...] | None = None
+    for combo in sets:
+        if sum(len(set(c.gpus) & fitting) for c in combo) < need:
+            continue
+        if best is not None and _set_cost(combo) >= _set_cost(best):
+            continue
+        if _runs_after(job, fleet, node, combo):
+            best = combo
+    return best
+
+
+def _set_cost(victims: Sequence[Candidate]) -> tuple[float, int]:
+    return (sum(v.gpu_seconds for v in victims), len(victims))
+
+
+def _runs_after(job: JobSpec, fleet: Fleet, node: str, victims: Sequence[Candidate]) -> bool:
+    """Whether ``job`` could be placed on ``node`` once ``victims`` stopped (the fleet is
+    told they stopped, asked, and told again they run: it ends as it began)."""
+    for v in victims:
+        fleet.release(node, v.gpus)
+    try:
+        return fleet.can_take(node, job)
+    finally:
+        for v in victims:
+            fleet.allocate(node, v.gpus)
+
+
+def admitted(job: JobSpec, preemption: Preemption, fleet: Fleet, admit: Admit) -> bool:
+    """Whether the pass's admission check (``overlay.quota.QuotaGate``: quotas) would let
+    ``job`` run on the node once the victims stopped: preempting for a job that its own
+    account's quota then keeps waiting would stop work for nothing. Other checks admit."""
+    gate = admit
+    if not isinstance(gate, QuotaGate):
+        return True
+    node, fitting = preemption.node, fleet.usable(job)[preemption.node]
+    freed = sorted((fleet.free(node) | {i for v in preemption.victims for i in v.gpus}) & fitting)
+    placement = Placement(node=node, gpus=tuple(freed[: job.gpus]))
+    for v in preemption.victims:
+        gate.release(v.account, Placement(node=v.node, gpus=v.gpus))
+    try:
+        return isinstance(gate.decide(job, placement), Admission)
+    finally:
+        for v in preemption.victims:
+            gate.take(v.account, Placement(node=v.node, gpus=v.gpus))
