@@ -80,6 +80,13 @@ class Settings:
     priority_weight_fairshare: float = 10000.0
     priority_weight_user: float = 100.0
     priority_max_age_s: float = 7 * 86400.0
+    # Preemption (overlay/preemption.py), off by default as in Slurm and Kueue: with
+    # PREEMPTION=on a waiting job may stop running jobs that are borrowed or at least
+    # PREEMPT_PRIORITY_GAP lower in priority; they get SIGTERM and PREEMPT_GRACE_S seconds
+    # to checkpoint, then the kill, and go back to the queue.
+    preemption: str = "off"
+    preempt_priority_gap: int = 10
+    preempt_grace_s: float = 30.0
     # GPU efficiency (overlay/efficiency.py): each agent samples its GPUs every GPU_SAMPLE_S;
     # a running job whose GPUs all stay below IDLE_UTIL_PCT for IDLE_AFTER_S is idle, and
     # IDLE_POLICY (warn, or cancel after IDLE_CANCEL_AFTER_S) says what then happens;
@@ -116,6 +123,10 @@ class Settings:
         _one_of("EXECUTOR", self.executor, EXECUTORS)
         _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
         _one_of("IDLE_POLICY", self.idle_policy, ("warn", "cancel"))
+        _one_of("PREEMPTION", self.preemption, ("on", "off"))
+        if self.preempt_priority_gap < 1 or self.preempt_grace_s < 0:
+            raise ConfigError("PREEMPT_PRIORITY_GAP must be >= 1 and PREEMPT_GRACE_S >= 0",
+                              setting="PREEMPT_PRIORITY_GAP")
         for action in self.idle_policy_accounts.values():
             _one_of("IDLE_POLICY_ACCOUNTS", action, ("warn", "cancel"))
         if self.log_level:

@@ -68,10 +68,25 @@ class Job:
     borrowed: bool = False
     # How many attempts were preempted: they count in ``attempt`` but not against max_retries.
     preemptions: int = 0
+    # QUEUED after a preemption: the job it was preempted for (None once placed again).
+    preempted_by: str | None = None
 
     @property
     def job_id(self) -> str:
         return self.spec.job_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobEvent:
+    """One entry of a job's history: a transition, or a note (``from_state == to_state``)."""
+
+    at: datetime
+    from_state: str | None
+    to_state: str
+    attempt: int
+    node: str | None = None
+    gpus: tuple[int, ...] = ()
+    reason: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,3 +46,13 @@ def current_attempts(session: Session, job_ids: Iterable[str]) -> dict[str, tupl
         return {}
     rows = session.execute(select(JobRow.job_id, JobRow.state, JobRow.attempt).where(JobRow.job_id.in_(ids)))
     return {job_id: (state, attempt) for job_id, state, attempt in rows}
+
+
+def preempted_for(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
+    """Of ``job_ids``, those QUEUED by a preemption: job -> the job it was preempted for."""
+    ids = list(set(job_ids))
+    if not ids:
+        return {}
+    rows = session.execute(select(JobRow.job_id, JobRow.preempted_by)
+                           .where(JobRow.job_id.in_(ids), JobRow.preempted_by.is_not(None)))
+    return {job_id: by for job_id, by in rows}

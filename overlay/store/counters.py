@@ -56,6 +56,8 @@ SELECT name, sum(n), sum(total) FROM (
   SELECT 'jobs:' || status AS name, count(*) AS n, 0::float8 AS total FROM jobs GROUP BY status
   UNION ALL SELECT 'entered:' || to_state, count(*), 0 FROM job_events GROUP BY to_state
   UNION ALL SELECT 'submitted', count(*), 0 FROM job_events WHERE from_state IS NULL
+  UNION ALL SELECT 'preemptions', count(*), 0 FROM job_events
+    WHERE from_state = 'RUNNING' AND to_state = 'QUEUED' AND reason LIKE 'preempted by %'
   UNION ALL SELECT 'placement_latency:' || overlay_le(s), count(*), sum(s)
     FROM (SELECT extract(epoch FROM placed_at - enqueued_at)::float8 AS s FROM jobs
           WHERE placed_at IS NOT NULL) p GROUP BY 1
@@ -64,6 +66,15 @@ SELECT name, sum(n), sum(total) FROM (
           WHERE started_at IS NOT NULL) w GROUP BY 1
 ) c GROUP BY name
 """
+
+
+BUMP = text("INSERT INTO job_counter_deltas (name, n, total) VALUES (:name, 1, 0)")
+
+
+def bump(session: Session, name: str) -> None:
+    """Count one more of ``name`` (a counter no trigger keeps: ``preemptions``), in the caller's
+    transaction."""
+    session.execute(BUMP, {"name": name})
 
 
 def compact(session: Session) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import TextClause, bindparam, func, insert, or_, select, text, update
@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from overlay.errors import DuplicateJob, GpuTaken, JobNotFound, StaleAttempt
 from overlay.identity import Caller
-from overlay.model import Job, JobSpec, NodeState, Placement
+from overlay.model import Job, JobEvent, JobSpec, NodeState, Placement
 from overlay.states import TIMESTAMP_OF, JobState, check_transition
-from overlay.store import stats, usage
+from overlay.store import counters, stats, usage
 from overlay.store.session import resolve_now
 from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
 
@@ -62,6 +62,7 @@ def to_job(row: JobRow) -> Job:
         finished_at=row.finished_at,
         borrowed=row.borrowed,
         preemptions=row.preemptions,
+        preempted_by=row.preempted_by,
     )
 
 
@@ -255,6 +256,31 @@ def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job
                  keep_gpus=row.state is JobState.RUNNING)
 
 
+def preempt(session: Session, job_id: str, *, attempt: int, by: str, now: datetime | None = None) -> Job:
+    """RUNNING -> QUEUED: the attempt is preempted for the job ``by``. It keeps its GPUs
+    until its agent has stopped it (SIGTERM, the grace time, the kill: then ``finish`` finds
+    the attempt superseded and frees them); meanwhile the job is not placed again
+    (overlay/store/holds.py). The attempt counts in ``attempt`` but not against max_retries.
+
+    Raises StaleAttempt (the attempt ended or moved on since it was read), JobNotFound.
+    """
+    row = get_job(session, job_id, lock=True)
+    if (row.state, row.attempt) != (JobState.RUNNING, attempt) or not row.preemptible:
+        raise _stale(row, attempt)
+    now = resolve_now(session, now)
+    row.preemptions += 1
+    row.preempted_by, row.preempted_at = by, now
+    counters.bump(session, "preemptions")
+    return _move(session, row, JobState.QUEUED, now=now, reason=f"preempted by {by}", keep_gpus=True)
+
+
+def note(session: Session, job: Job, reason: str, *, now: datetime | None = None) -> None:
+    """An event on ``job`` that changes nothing of it (it stays in its state): what happened
+    to it, e.g. the jobs preempted for it."""
+    _event(session, job.job_id, job.state, job.state, now=resolve_now(session, now), attempt=job.attempt,
+           reason=reason, node=job.node, gpus=list(job.gpus))
+
+
 def place(session: Session, job_id: str, placement: Placement, *, now: datetime | None = None,
           borrowed: bool = False) -> Job:
     """Record a placement: hold the GPUs, then QUEUED -> PLACED with a new attempt
@@ -291,6 +317,7 @@ def _placed(session: Session, row: JobRow, placement: Placement, *, now: datetim
     row.placed_at = now
     row.started_at = None
     row.reason = None
+    row.preempted_by = row.preempted_at = None
     _event(session, row.job_id, JobState.QUEUED, JobState.PLACED, now=now, attempt=row.attempt,
            node=row.node, gpus=row.gpu_indices)
     session.flush()
@@ -382,9 +409,11 @@ def stale_placements(session: Session, *, placed_before: datetime) -> list[Job]:
     return [to_job(r) for r in rows]
 
 
-def release_stray_allocations(session: Session, *, before: datetime, now: datetime | None = None) -> int:
+def release_stray_allocations(session: Session, *, before: datetime, now: datetime | None = None,
+                              grace_s: float = 0.0) -> int:
     """Free GPUs still held for attempts that ended before ``before`` (their agent died
-    while killing them); return how many."""
+    while killing them); return how many. A preempted attempt ends ``grace_s`` after its
+    preemption at the latest (PREEMPT_GRACE_S)."""
     active = [JobState.PLACED, JobState.RUNNING]
     stray = (
         select(GpuAllocationRow.job_id, GpuAllocationRow.attempt)
@@ -392,11 +421,18 @@ def release_stray_allocations(session: Session, *, before: datetime, now: dateti
         .where(GpuAllocationRow.allocated_at < before)
         .where((JobRow.state.not_in(active)) | (JobRow.attempt != GpuAllocationRow.attempt))
         .where(func.coalesce(JobRow.finished_at, GpuAllocationRow.allocated_at) < before)
+        .where(or_(JobRow.preempted_at.is_(None), JobRow.preempted_at < before - timedelta(seconds=grace_s)))
     )
     pairs = session.execute(stray).all()
     for job_id, attempt in set(pairs):
         release_gpus(session, job_id, attempt=attempt, now=now)
     return len(pairs)
+
+
+def history(session: Session, job_id: str) -> list[JobEvent]:
+    """The job's events, oldest first, as domain values."""
+    return [JobEvent(at=e.at, from_state=e.from_state, to_state=e.to_state, attempt=e.attempt, node=e.node,
+                     gpus=tuple(e.gpu_indices), reason=e.reason) for e in events(session, job_id)]
 
 
 def events(session: Session, job_id: str) -> Sequence[JobEventRow]:

@@ -44,6 +44,10 @@ class Counters:
         """How many transitions into each state were ever recorded (submits are QUEUED events)."""
         return {s: self._n(f"entered:{s.value}") for s in JobState}
 
+    def preemptions(self) -> int:
+        """Running attempts ever preempted."""
+        return self._n("preemptions")
+
     def submitted(self) -> int:
         """Jobs ever submitted: the events with no state before them."""
         return self._n("submitted")

@@ -73,6 +73,9 @@ class JobRow(Base):
     # it that were preempted (they do not use up max_retries).
     preemptible: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
     preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The job the current attempt was preempted for, and when (NULL once placed again).
+    preempted_by: Mapped[str | None] = mapped_column(String(128))
+    preempted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A task of a job array: its array (arrays.array_id) and index; NULL for other jobs.
     array_id: Mapped[str | None] = mapped_column(String(128))
     array_index: Mapped[int | None] = mapped_column(Integer)

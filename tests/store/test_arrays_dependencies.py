@@ -91,16 +91,16 @@ def test_the_pass_runs_at_most_n_tasks_of_an_array_and_the_rest_wait_saying_why(
     cluster.node("node-a", gpus=8)
     submit_array(cluster, "a1", "0-9%3", gpus=1)
     # When a pass runs
-    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(1))
+    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(1)).runs
     # Then the first three tasks are placed, and the others wait at the limit
     assert sorted(m.job_id for m in placed) == ["a1_0", "a1_1", "a1_2"]
     assert cluster.job("a1_3").reason == "array a1 at its limit: 3 running"
     # When another pass runs with nothing ended, nothing more is placed
-    assert schedule_pass(cluster.sessions, settings, now=T0 + seconds(2)) == []
+    assert schedule_pass(cluster.sessions, settings, now=T0 + seconds(2)).runs == []
     # When one task ends, the next pass places exactly one more, the next in index order
     cluster.start("a1_1", at=T0 + seconds(2))
     end(cluster, "a1_1", JobState.DONE, at=T0 + seconds(3))
-    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(4))
+    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(4)).runs
     assert [m.job_id for m in placed] == ["a1_3"]
     with cluster.sessions() as s:
         assert array_store.get_array(s, "a1").counts == {"QUEUED": 6, "PLACED": 3, "DONE": 1}
@@ -127,12 +127,12 @@ def test_a_job_waits_for_its_dependency_and_starts_after_it_is_done(cluster, set
     cluster.submit("train-1", gpus=1)
     submit_after(cluster, "eval", {"afterok": ["train-1"]}, gpus=1)
     # When a pass runs, train-1 is placed and eval waits, saying for what
-    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(1))
+    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(1)).runs
     assert [m.job_id for m in placed] == ["train-1"]
     assert cluster.job("eval").reason == "waiting for train-1 (afterok)"
     # When train-1 ends DONE, the next pass places eval
     end(cluster, "train-1", JobState.DONE, at=T0 + seconds(2))
-    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(3))
+    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(3)).runs
     assert [m.job_id for m in placed] == ["eval"]
 
 
@@ -146,7 +146,7 @@ def test_a_dependency_never_satisfied_cancels_its_dependents_transitively(cluste
     schedule_pass(cluster.sessions, settings, now=T0 + seconds(1))
     # When train-1 fails
     end(cluster, "train-1", JobState.FAILED, at=T0 + seconds(2))
-    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(3))
+    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(3)).runs
     # Then eval and, through it, report end CANCELLED, saying why; alert and cleanup run
     assert (cluster.job("eval").state, cluster.job("eval").reason) == (
         JobState.CANCELLED, "dependency never satisfied: train-1 FAILED")
@@ -162,10 +162,11 @@ def test_an_array_dependency_waits_for_all_its_tasks(cluster, settings):
     schedule_pass(cluster.sessions, settings, now=T0 + seconds(1))
     end(cluster, "prep_0", JobState.DONE, at=T0 + seconds(2))
     end(cluster, "prep_1", JobState.DONE, at=T0 + seconds(2))
-    assert schedule_pass(cluster.sessions, settings, now=T0 + seconds(3)) == []
+    assert schedule_pass(cluster.sessions, settings, now=T0 + seconds(3)).runs == []
     assert cluster.job("train").reason == "waiting for prep (afterok)"
     end(cluster, "prep_2", JobState.DONE, at=T0 + seconds(4))
-    assert [m.job_id for m in schedule_pass(cluster.sessions, settings, now=T0 + seconds(5))] == ["train"]
+    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(5)).runs
+    assert [m.job_id for m in placed] == ["train"]
 
 
 def test_an_array_may_depend_on_a_job_and_each_task_waits(cluster, settings):
@@ -175,7 +176,7 @@ def test_an_array_may_depend_on_a_job_and_each_task_waits(cluster, settings):
     schedule_pass(cluster.sessions, settings, now=T0 + seconds(1))
     assert cluster.job("sweep_1").reason == "waiting for prep (afterok)"
     end(cluster, "prep", JobState.DONE, at=T0 + seconds(2))
-    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(3))
+    placed = schedule_pass(cluster.sessions, settings, now=T0 + seconds(3)).runs
     assert sorted(m.job_id for m in placed) == ["sweep_0", "sweep_1"]
 
 

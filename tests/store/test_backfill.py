@@ -28,7 +28,7 @@ def step(cluster, settings, started: list[str], *, at: datetime) -> list[str]:
                 and job.started_at + seconds(job.spec.timeout_s) <= at:
             finish(cluster, job_id, at=at)
             started.remove(job_id)
-    placed = [m.job_id for m in schedule_pass(cluster.sessions, settings, now=at)]
+    placed = [m.job_id for m in schedule_pass(cluster.sessions, settings, now=at).runs]
     for job_id in placed:
         cluster.start(job_id, at=at)
         started.append(job_id)
@@ -87,7 +87,7 @@ def test_without_timeouts_there_is_no_reservation_and_small_jobs_go_first_as_bef
     cluster.submit("big", gpus=4, at=T0 + seconds(1))
     cluster.submit("small", gpus=1, at=T0 + seconds(2))
     # When a pass runs
-    placed = [m.job_id for m in schedule_pass(cluster.sessions, settings, now=T0 + seconds(3))]
+    placed = [m.job_id for m in schedule_pass(cluster.sessions, settings, now=T0 + seconds(3)).runs]
     # Then the small job takes the free GPU, and the big one's reason promises nothing
     assert placed == ["small"]
     assert cluster.job("big").reason == "needs 4 GPUs; most free on one node: 1"

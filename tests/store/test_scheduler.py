@@ -31,7 +31,7 @@ def test_a_pass_places_what_fits_books_its_gpus_and_says_why_the_rest_waits(clus
     cluster.submit("h100", gpus=1, gpu_model="h100", at=T0 + seconds(2))
     cluster.submit("cpu", gpus=0, at=T0 + seconds(3))
     # When one scheduling pass runs
-    dispatches = schedule_pass(cluster.sessions, settings, now=T0 + seconds(5))
+    dispatches = schedule_pass(cluster.sessions, settings, now=T0 + seconds(5)).runs
     # Then every job that fits is PLACED as attempt 1, and a run_job goes to its node
     assert {d.job_id for d in dispatches} == {"pair", "h100", "cpu"}
     for d in dispatches:
@@ -59,14 +59,14 @@ def test_a_pass_over_a_full_node_leaves_the_job_queued_and_a_later_pass_places_i
     cluster.submit("second", gpus=1, at=T0 + seconds(1))
     # When a pass runs
     # Then nothing is placed, and the job says it waits for a GPU
-    assert schedule_pass(cluster.sessions, settings, now=T0 + seconds(2)) == []
+    assert schedule_pass(cluster.sessions, settings, now=T0 + seconds(2)).runs == []
     assert cluster.job("second").state is JobState.QUEUED
     assert "most free on one node: 0" in (cluster.job("second").reason or "")
     # When the first job ends and a pass runs again
     cluster.cancel("first", at=T0 + seconds(3))
     with cluster.sessions.begin() as s:
         job_store.release_gpus(s, "first")  # as its agent does once the job is dead
-    dispatches = schedule_pass(cluster.sessions, settings, now=T0 + seconds(4))
+    dispatches = schedule_pass(cluster.sessions, settings, now=T0 + seconds(4)).runs
     # Then the waiting job gets the GPU
     assert sent(dispatches) == [("second", 1, "node-a")]
     assert cluster.holders("node-a") == {0: ("second", 1)}
@@ -81,7 +81,7 @@ def test_a_pass_places_nothing_on_a_node_silent_for_longer_than_the_ttl(cluster,
     cluster.submit("a100", gpus=1, gpu_model="a100", at=later)
     # When a pass runs
     # Then the job waits: node-a is not a candidate
-    assert schedule_pass(cluster.sessions, settings, now=later) == []
+    assert schedule_pass(cluster.sessions, settings, now=later).runs == []
     assert cluster.job("a100").state is JobState.QUEUED
     assert cluster.holders("node-a") == {}
 
@@ -93,8 +93,8 @@ def test_two_schedulers_passing_at_once_place_each_job_once_and_book_each_gpu_on
         cluster.submit(f"j{i}", gpus=1, at=T0 + seconds(i))
     # When two scheduler processes run a pass at the same moment
     now = T0 + seconds(10)
-    first, second = race(lambda: schedule_pass(cluster.sessions, settings, now=now),
-                         lambda: schedule_pass(cluster.sessions, settings, now=now))
+    first, second = race(lambda: schedule_pass(cluster.sessions, settings, now=now).runs,
+                         lambda: schedule_pass(cluster.sessions, settings, now=now).runs)
     # Then the passes took turns: two jobs placed in all, once each, on different GPUs
     assert not isinstance(first, Exception) and not isinstance(second, Exception), (first, second)
     dispatched = [d.job_id for d in [*first, *second]]

@@ -53,7 +53,7 @@ def test_a_job_over_its_accounts_quota_waits_naming_the_quota_when_the_idle_gpus
         run(teams, f"v{i}", on="n1", indices=(i,), account="vision", user="alice")
     teams.submit("v2", gpus=1, account="vision", user="alice", at=T0 + seconds(1))
     # When a pass runs
-    assert schedule_pass(teams.sessions, settings, now=T0 + seconds(2)) == []
+    assert schedule_pass(teams.sessions, settings, now=T0 + seconds(2)).runs == []
     # Then vision's third job waits: the 2 idle GPUs are nlp's guaranteed quota
     job = teams.job("v2")
     assert job.state is JobState.QUEUED
@@ -68,7 +68,7 @@ def test_a_job_over_quota_borrows_idle_gpus_beyond_every_accounts_guarantee_and_
     teams.submit("v2", gpus=1, account="vision", user="bob", at=T0 + seconds(1))
     teams.submit("c0", gpus=1, account="nlp", user="carol", at=T0 + seconds(1))
     # When a pass runs
-    placed = {m.job_id for m in schedule_pass(teams.sessions, settings, now=T0 + seconds(2))}
+    placed = {m.job_id for m in schedule_pass(teams.sessions, settings, now=T0 + seconds(2)).runs}
     # Then both run: carol's within nlp's quota, bob's borrowed beyond vision's
     assert placed == {"v2", "c0"}
     assert teams.job("v2").borrowed is True
@@ -89,7 +89,7 @@ def test_after_usage_the_account_below_its_share_goes_first(teams, settings):
     teams.submit("vision-job", gpus=2, account="vision", user="alice", priority=5, at=T0)
     teams.submit("nlp-job", gpus=2, account="nlp", user="carol", at=T0 + seconds(30))
     # When a pass has room for one
-    placed = [m.job_id for m in schedule_pass(teams.sessions, settings, now=T0 + seconds(60))]
+    placed = [m.job_id for m in schedule_pass(teams.sessions, settings, now=T0 + seconds(60)).runs]
     # Then nlp's job goes first: fair share outweighs 5 points of priority and 30 s of age
     assert placed == ["nlp-job"]
 
