@@ -12,7 +12,8 @@ from overlay.model import JobSpec
 # (tokens, database URLs) may leak into user code.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
 RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OVERLAY_JOB_ID",
-                          "OVERLAY_ARRAY_ID", "OVERLAY_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID"})
+                          "OVERLAY_ARRAY_ID", "OVERLAY_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID",
+                          "OVERLAY_PREEMPT_FILE"})
 # How a capped log's marker line begins (the API reports ``truncated`` when the log ends with it).
 LOG_TRUNCATED = "=== overlay: log truncated"
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://")

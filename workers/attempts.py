@@ -3,7 +3,9 @@
 ``<STATE_DIR>/<node>/<job_id>.<attempt>/`` holds ``spec.json`` (what to run, written
 by the agent before the supervisor starts), ``lease`` (touched by the agent while its
 heartbeats reach Postgres), ``cancel`` (made by the agent to stop the job, holding the
-reason), ``supervisor`` (its pid and start time) and ``outcome.json`` (how the attempt
+reason), ``preempt`` (made by the agent to preempt it: the reason and the grace time;
+the supervisor then writes ``preempted``, the file the job's OVERLAY_PREEMPT_FILE names),
+``supervisor`` (its pid and start time) and ``outcome.json`` (how the attempt
 ended, written durably by the supervisor). The agent removes the directory once the
 outcome is in Postgres, so what is left here after a crash is exactly what is unreported.
 """
@@ -80,6 +82,19 @@ class AttemptDir:
         if not (self.path / "cancel").exists():
             write_atomically(self.path / "cancel", reason.encode())
 
+    def preempt(self, reason: str, *, grace_s: float) -> bool:
+        """Ask the supervisor to preempt the job (SIGTERM, ``grace_s``, the kill); whether
+        this is the first time it is asked."""
+        if (self.path / "preempt").exists():
+            return False
+        write_atomically(self.path / "preempt", json.dumps({"reason": reason, "grace_s": grace_s}).encode())
+        return True
+
+    @property
+    def notice(self) -> Path:
+        """The file a preempted job finds (OVERLAY_PREEMPT_FILE): made only on preemption."""
+        return self.path / "preempted"
+
     def kill_leftovers(self) -> None:
         """Kill what is left of the job when its supervisor died without an outcome."""
         cgroups.kill_leftover(f"{self.job_id}.{self.attempt}")
@@ -103,7 +118,7 @@ def start(directory: AttemptDir, spec: dict[str, Any]) -> subprocess.Popen[bytes
     """Write the spec and a fresh lease, then start the supervisor in a session of its own
     (so neither a signal to the agent's process group nor its exit reaches it); raise OSError."""
     directory.path.mkdir(parents=True, exist_ok=True)
-    for stale in ("outcome.json", "cancel", "supervisor"):
+    for stale in ("outcome.json", "cancel", "preempt", "preempted", "supervisor"):
         (directory.path / stale).unlink(missing_ok=True)
     write_atomically(directory.path / "spec.json", json.dumps(spec).encode())
     directory.renew()

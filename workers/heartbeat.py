@@ -140,7 +140,15 @@ def check_attempts(rt: Runtime, *, now: datetime | None = None) -> bool:
             requeued |= decision.target is JobState.QUEUED
         watched = rt.agent.claimed_now()
         current = agent_store.current_attempts(s, [job_id for job_id, _ in watched])
+        preempted = agent_store.preempted_for(s, [job_id for job_id, (state, _) in current.items()
+                                                  if state is JobState.QUEUED])
     for job_id, attempt in watched:
+        by = preempted.get(job_id)
+        if by is not None and current.get(job_id) == (JobState.QUEUED, attempt):
+            # Preempted (its message may be lost): stopped with its grace time, not cancelled.
+            supervision.preempt(rt, job_id, attempt, f"preempted by {by}",
+                                grace_s=rt.settings.preempt_grace_s)
+            continue
         why = stop_reason(current.get(job_id), attempt)
         if why is not None:
             log.info("job %s: stopping attempt %s here: %s", job_id, attempt, why,

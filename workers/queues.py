@@ -40,6 +40,8 @@ RUN_JOB_TASK = "overlay.run_job"
 # A cancel goes to the job's node on its own queue (the API sends it after the commit);
 # the agent's heartbeat check confirms it, so a lost message only delays the kill.
 CANCEL_TASK = "overlay.cancel"
+# A preemption goes the same way (the scheduler sends it after its pass commits).
+PREEMPT_TASK = "overlay.preempt"
 
 PASS_FLAG = "overlay:pass-requested"
 FLAG_TTL_S = 5

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from overlay import preemption
 from overlay.config import Settings
 from overlay.errors import GpuTaken, InvalidTransition, StaleAttempt
-from overlay.fleet import Fleet
+from overlay.fleet import Fleet, shape_of
 from overlay.liveness import expiry_window
 from overlay.logfmt import job_fields
 from overlay.model import Job, Placement
 from overlay.policies import get_policy
+from overlay.preemption import AwaitStop, Preemption, Stopping
 from overlay.queueing import plan_pass
+from overlay.quota import Admit
 from overlay.retry import decide_retry
 from overlay.store import cluster_state, sharing
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
+from overlay.store import preemption as preemption_store
 from overlay.store.holds import hold, queued_for_pass
 from overlay.store.running import running_jobs
 from overlay.store.session import resolve_now
@@ -41,10 +45,31 @@ class RunJobMessage:
     node: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class PreemptMessage:
+    """A preempt message for a victim's node, to send once the preemption has committed:
+    SIGTERM, ``grace_s`` to checkpoint, then the kill."""
+
+    job_id: str
+    attempt: int
+    node: str
+    reason: str
+    grace_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassResult:
+    """What a pass decided to send: run_job for each placement, preempt for each victim."""
+
+    runs: list[RunJobMessage]
+    preempts: list[PreemptMessage] = field(default_factory=list)
+
+
 def schedule_pass(
     sessions: sessionmaker[Session], settings: Settings, *, now: datetime | None = None
-) -> list[RunJobMessage]:
-    """Place what fits of the queue, record why the rest waits; return what to dispatch.
+) -> PassResult:
+    """Place what fits of the queue, preempt for what waits (PREEMPTION=on), record why the
+    rest waits; return what to dispatch.
 
     ``now`` is Postgres's clock unless given (tests give one).
     """
@@ -52,7 +77,7 @@ def schedule_pass(
         cluster_state.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
         queued = queued_for_pass(s)  # but tasks beyond their array's %N limit (overlay/store/holds.py)
         if not queued:
-            return []
+            return PassResult(runs=[])
         now = resolve_now(s, now)
         policy = get_policy(cluster_state.active_policy(s, default=settings.scheduler_policy))
         snapshots = node_store.live_snapshots(s, now=now, ttl_s=settings.node_ttl_s)
@@ -60,15 +85,22 @@ def schedule_pass(
         # Fair share orders the queue; account quotas admit each placement (or lend idle GPUs).
         order, admit = sharing.pass_rules(s, now=now, nodes=snapshots, weights=settings.priority_weights,
                                           half_life_s=settings.fairshare_half_life)
-        # Dependencies not met and arrays at their %N limit keep jobs out of the plan.
+        # Dependencies not met and arrays at their %N limit keep jobs out of the plan, and so
+        # does a preempted attempt until its agent has stopped it.
         holds = hold(s, queued, now=now)
+        stopping = preemption_store.stopping(s, (j.job_id for j in queued if j.preempted_by))
+        still = {x.job_id for x in stopping}
         messages: list[RunJobMessage] = []
         placed: list[Job] = []
         waiting: dict[str, str] = dict(holds.waiting)
-        for decision in plan_pass(holds.ready, fleet, policy=policy, running=running_jobs(s, now=now),
+        waiting.update({x.job_id: f"preempted by {x.for_job}; stopping on {x.node}" for x in stopping})
+        ready = {j.job_id: j for j in holds.ready if j.job_id not in still}
+        blocked: list[Job] = []
+        for decision in plan_pass(ready.values(), fleet, policy=policy, running=running_jobs(s, now=now),
                                   now=now, order=order, admit=holds.gate(admit)):
             if not isinstance(decision.outcome, Placement):
                 waiting[decision.job_id] = decision.outcome.reason
+                blocked.append(ready[decision.job_id])
                 continue
             try:
                 job = job_store.place(s, decision.job_id, decision.outcome, now=now,
@@ -79,6 +111,10 @@ def schedule_pass(
             assert job.node is not None
             messages.append(RunJobMessage(job_id=job.job_id, attempt=job.attempt, node=job.node))
             placed.append(job)
+        done: list[Preemption] = []
+        if settings.preemption == "on" and blocked:
+            done = preempt(s, blocked, fleet, admit, stopping, now=now, gap=settings.preempt_priority_gap,
+                           reasons=waiting)
         was = {j.job_id: j.reason for j in queued}
         job_store.set_waiting_reasons(s, {j: r for j, r in waiting.items() if was.get(j) != r})
     for job in placed:  # committed now
@@ -86,7 +122,64 @@ def schedule_pass(
             job.job_id, job.node, state=job.state.value, attempt=job.attempt, gpus=list(job.gpus)))
     if messages:
         log.info("placed %d job(s); %d waiting", len(messages), len(waiting))
-    return messages
+    preempts = []
+    for p in done:
+        for v in p.victims:
+            log.warning("job %s preempted for %s on %s, GPUs %s (%.0f GPU-seconds of work lost unless it "
+                        "checkpoints)", v.job_id, p.job_id, v.node, list(v.gpus), v.gpu_seconds,
+                        extra=job_fields(v.job_id, v.node, state="QUEUED", attempt=v.attempt,
+                                         reason=f"preempted by {p.job_id}"))
+            preempts.append(PreemptMessage(job_id=v.job_id, attempt=v.attempt, node=v.node,
+                                           reason=f"preempted by {p.job_id}",
+                                           grace_s=settings.preempt_grace_s))
+    return PassResult(runs=messages, preempts=preempts)
+
+
+def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, stopping: list[Stopping], *,
+            now: datetime, gap: int, reasons: dict[str, str]) -> list[Preemption]:
+    """For each job that waits (in queue order), stop the running jobs that let it run at
+    the least lost work (overlay/preemption.py), unless its victims are still stopping;
+    record it (events on both sides; the victims back to QUEUED) in this transaction and
+    add to each waiting job's reason what it waits for."""
+    candidates = preemption_store.candidates(session, now=now)
+    eligible = [c for c in candidates if c.preemptible]
+    if not eligible:
+        return []
+    lowest = min(c.priority for c in eligible)
+    any_borrowed = any(c.borrowed for c in eligible)
+    stopping = list(stopping)
+    hopeless: set[tuple[object, ...]] = set()  # (shape, gpus, priority, account): no set of victims
+    done: list[Preemption] = []
+    for job in blocked:
+        spec = job.spec
+        mine = any(x.for_job == job.job_id for x in stopping)
+        if not mine and not any_borrowed and spec.priority - gap < lowest:
+            continue  # nobody it may stop
+        key = (shape_of(spec), spec.gpus, spec.priority, spec.account)
+        if not mine and key in hopeless:
+            continue
+        found = preemption.plan(spec, fleet, eligible, gap=gap, stopping=stopping)
+        if isinstance(found, AwaitStop):
+            reasons[job.job_id] = f"{reasons[job.job_id]}; {found.describe()}"
+            continue
+        if found is None or not preemption.admitted(spec, found, fleet, admit):
+            hopeless.add(key)
+            continue
+        try:
+            with session.begin_nested():
+                for v in found.victims:
+                    job_store.preempt(session, v.job_id, attempt=v.attempt, by=job.job_id, now=now)
+        except StaleAttempt as e:  # a victim ended meanwhile: the next pass sees its GPUs free
+            log.info("job %s: preemption for it not made: %s", job.job_id, e.message)
+            continue
+        job_store.note(session, job, found.describe(), now=now)
+        reasons[job.job_id] = f"{reasons[job.job_id]}; {found.describe()}"
+        gone = {v.job_id for v in found.victims}
+        eligible = [c for c in eligible if c.job_id not in gone]
+        stopping += [Stopping(job_id=v.job_id, node=v.node, gpus=v.gpus, for_job=job.job_id)
+                     for v in found.victims]
+        done.append(found)
+    return done
 
 
 def reconcile(
@@ -109,7 +202,8 @@ def reconcile(
                 log.warning("node %s is offline: no heartbeat for %ss", name, settings.node_ttl_s)
         for job in job_store.active_on_offline_nodes(s):
             retry_lost(s, job, now=now)
-        job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S), now=now)
+        job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S), now=now,
+                                            grace_s=settings.preempt_grace_s)
         stale = job_store.stale_placements(s, placed_before=now - timedelta(seconds=RESEND_AFTER_S))
     return [RunJobMessage(job_id=j.job_id, attempt=j.attempt, node=j.node or "") for j in stale]
 

@@ -29,6 +29,7 @@ from workers.runtime import Runtime
 log = logging.getLogger(__name__)
 WAIT_TICK_S = 0.5
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+PREEMPT_FILE_ENV = "OVERLAY_PREEMPT_FILE"
 
 
 def attempt_dir(rt: Runtime, job_id: str, attempt: int) -> AttemptDir:
@@ -45,6 +46,9 @@ def spec_of(rt: Runtime, job: Job, log_path: Path, header: str) -> dict[str, Any
                   attempt=job.attempt)
     name, home = user_entry(user)
     env.update(HOME=home, USER=name, LOGNAME=name)
+    # Made (``OVERLAY_PREEMPTED=1``) just before the SIGTERM of a preemption: a job that
+    # traps SIGTERM tells a preemption (checkpoint, it runs again) from a cancel or timeout.
+    env[PREEMPT_FILE_ENV] = str(attempt_dir(rt, job.job_id, job.attempt).notice)
     return {
         "job_id": job.job_id, "attempt": job.attempt, "argv": job_argv(job.spec), "env": env,
         "user": user, "log_path": str(log_path), "log_max_bytes": s.log_max_bytes,
@@ -116,6 +120,21 @@ def cancel(rt: Runtime, job_id: str, attempt: int | None, reason: str) -> bool:
             directory.cancel(reason)
             found = True
     return rt.agent.request_stop(job_id, attempt, reason) or found
+
+
+def preempt(rt: Runtime, job_id: str, attempt: int, reason: str, *, grace_s: float) -> bool:
+    """Tell the attempt's supervisor (or the fake executor) to preempt it: SIGTERM, then
+    ``grace_s`` to checkpoint and exit, then the kill. Whether this asked it first (a repeat,
+    from the heartbeat's check, asks nothing new)."""
+    first = False
+    for directory in rt.agent.supervised_now():
+        if directory.key == (job_id, attempt) and directory.preempt(reason, grace_s=grace_s):
+            first = True
+            log.info("job %s: preempting attempt %s (%s): SIGTERM, %ss to checkpoint, then the kill",
+                     job_id, attempt, reason, grace_s)
+    if rt.settings.executor == "fake" and rt.agent.stop_reason(job_id, attempt) is None:
+        first |= rt.agent.request_stop(job_id, attempt, reason)
+    return first
 
 
 def leftovers(rt: Runtime) -> list[AttemptDir]:

@@ -17,6 +17,7 @@ import ctypes
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -233,6 +234,9 @@ def _watch(directory: Path, spec: dict[str, Any], job: Job) -> dict[str, Any] | 
     deadline = time.monotonic() + spec["timeout_s"] if spec.get("timeout_s") else None
     lease = Lease(directory / "lease", spec["fence_s"])
     cancel = directory / "cancel"
+    preempt = directory / "preempt"
+    preempted: dict[str, Any] | None = None  # once preempted: the outcome, and its grace's end
+    grace_ends = 0.0
     poller = select.poll()
     pidfd: int | None = None
     try:  # readable the moment the job's first process exits (Linux 5.3+); else seen each tick
@@ -256,7 +260,14 @@ def _watch(directory: Path, spec: dict[str, Any], job: Job) -> dict[str, Any] | 
                         return {"reason": f"cannot write log {spec['log_path']}: {e}"}
             job.reap()
             if job.status is not None:
-                return None
+                return preempted
+            if preempted is not None:
+                if time.monotonic() >= grace_ends:
+                    return preempted  # the grace is over: the caller kills what is left
+            elif preempt.exists():
+                preempted, grace_s = begin_preemption(directory, job)
+                grace_ends = time.monotonic() + grace_s
+                continue
             if deadline is not None and time.monotonic() >= deadline:
                 return {"reason": "timeout"}
             if cancel.exists():
@@ -267,6 +278,21 @@ def _watch(directory: Path, spec: dict[str, Any], job: Job) -> dict[str, Any] | 
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+def begin_preemption(directory: Path, job: Job) -> tuple[dict[str, Any], float]:
+    """Make the job's notice file (OVERLAY_PREEMPT_FILE: ``OVERLAY_PREEMPTED=1``), SIGTERM
+    every process of the job; the outcome to record and the grace time it has to exit."""
+    asked = json.loads((directory / "preempt").read_text())
+    reason, grace_s = str(asked.get("reason") or "preempted"), float(asked.get("grace_s") or 0.0)
+    notice = (f"OVERLAY_PREEMPTED=1\nOVERLAY_PREEMPT_REASON={reason}\n"
+              f"OVERLAY_PREEMPT_GRACE_S={grace_s:g}\n").encode()
+    write_atomically(directory / "preempted", notice)
+    os.chmod(directory / "preempted", 0o644)  # the job may run as JOB_USER
+    job.log.write(f"\n=== overlay: {reason}: SIGTERM, {grace_s:g}s to checkpoint and exit, "
+                  "then the kill ===\n".encode())
+    job.group.signal_all(job.pid, signal.SIGTERM)
+    return {"reason": reason, "preempted": True}, grace_s
 
 
 def main(argv: list[str]) -> int:

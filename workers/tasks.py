@@ -13,6 +13,7 @@ from workers.app import app
 from workers.queues import (
     CANCEL_TASK,
     HEARTBEAT_TASK,
+    PREEMPT_TASK,
     RECONCILE_TASK,
     RUN_JOB_TASK,
     SCHEDULE_TASK,
@@ -32,9 +33,10 @@ def schedule() -> int:
     """
     rt = app.runtime
     rt.pass_requests.begin()
-    messages = scheduler.schedule_pass(rt.sessions, rt.settings)
-    send_run_jobs(messages)
-    return len(messages)
+    result = scheduler.schedule_pass(rt.sessions, rt.settings)
+    send_run_jobs(result.runs)
+    send_preempts(result.preempts)
+    return len(result.runs)
 
 
 def request_pass() -> None:
@@ -76,6 +78,13 @@ def cancel(job_id: str, attempt: int) -> bool:
     return supervision.cancel(app.runtime, job_id, attempt, "job is CANCELLED")
 
 
+@app.task(name=PREEMPT_TASK)
+def preempt(job_id: str, attempt: int, reason: str, grace_s: float) -> bool:
+    """A pass preempted a job of this node: its supervisor sends SIGTERM, waits ``grace_s``
+    for it to checkpoint and exit, then kills it (no-op if not here)."""
+    return supervision.preempt(app.runtime, job_id, attempt, reason, grace_s=grace_s)
+
+
 @app.task(name=HEARTBEAT_TASK)
 def heartbeat() -> None:
     """Beat's broadcast: every agent samples its GPUs and says it is alive."""
@@ -112,3 +121,14 @@ def send_run_jobs(messages: Iterable[scheduler.RunJobMessage]) -> None:
             # argsrepr is what Flower's task list and `celery events` show: which job, which attempt.
             run_job.apply_async((m.job_id, m.attempt), queue=assign_queue(m.node), producer=producer,
                                 argsrepr=f"job_id={m.job_id!r}, attempt={m.attempt}")
+
+
+def send_preempts(messages: Iterable[scheduler.PreemptMessage]) -> None:
+    """Each to its victim's node; a lost one is made up by that agent's heartbeat check."""
+    messages = list(messages)
+    if not messages:
+        return
+    with app.producer_or_acquire() as producer:
+        for m in messages:
+            preempt.apply_async((m.job_id, m.attempt, m.reason, m.grace_s), queue=assign_queue(m.node),
+                                producer=producer, argsrepr=f"job_id={m.job_id!r}, attempt={m.attempt}")
