@@ -169,7 +169,7 @@ def db_pass_rounds(server: str, template: str, rounds: int) -> dict:
                 conn.execute(text("update nodes set last_seen = clock_timestamp()"))
             sessions = make_sessionmaker(engine)
             t0 = time.perf_counter_ns()
-            messages = scheduler.schedule_pass(sessions, app.settings)
+            messages = scheduler.schedule_pass(sessions, app.settings).runs
             t1 = time.perf_counter_ns()
             send_run_jobs(messages)
             t2 = time.perf_counter_ns()

@@ -129,6 +129,8 @@ def main(ctx: click.Context, api: str, token: str) -> None:
 @click.option("--env", "env", multiple=True, callback=pairs, metavar="KEY=VALUE",
               help="An environment variable for the job (repeatable).")
 @click.option("--max-retries", type=click.IntRange(min=0), help="Retries if its node is lost.")
+@click.option("--no-preempt", "no_preempt", is_flag=True,
+              help="Never preempt this job (it then never borrows GPUs beyond its account's quota).")
 @click.option("--job-id", help="Your id for the job (default: generated); an array's id with --array.")
 @click.option("--array", help="A job array, as Slurm's --array: 0-99, 1,3,5-9:2, 0-999%50 (50 at once).")
 @click.option("--after", multiple=True, metavar="IDS",
@@ -169,6 +171,7 @@ def submit_body(cmd: tuple[str, ...], **o: Any) -> dict[str, Any]:
         "timeout_s": o["timeout"], "max_retries": o["max_retries"], "account": o.get("account"),
         "node_selector": o["labels"] or None, "env": o["env"] or None, "array": o.get("array"),
         "depends_on": depends_on(o.get("after", ()), o.get("after_any", ()), o.get("after_notok", ())),
+        "preemptible": False if o.get("no_preempt") else None,
     }
     return {k: v for k, v in body.items() if v is not None}
 
@@ -222,6 +225,21 @@ def status(client: Client, job_id: str, as_json: bool) -> None:
         emit_json(job)
     else:
         click.echo("\n".join([*render.job_lines(job), *report.status_lines(job)]))
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@click.pass_obj
+def events(client: Client, job_id: str, as_json: bool) -> None:
+    """A job's history: every state change (and note, such as a preemption) with when, which
+    attempt, where and why."""
+    found = client.get_json(f"/api/jobs/{job_id}/events")
+    if as_json:
+        emit_json(found)
+        return
+    rows = render.event_rows(found, datetime.now(UTC))
+    click.echo("\n".join(render.table(["WHEN", "MOVE", "ATTEMPT", "WHERE", "REASON"], rows)))
 
 
 @main.command("list")

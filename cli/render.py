@@ -96,6 +96,8 @@ def wants(request: Mapping[str, Any]) -> str:
     for key, label in (("priority", "priority"), ("timeout_s", "timeout"), ("max_retries", "retries")):
         if request.get(key):
             parts.append(f"{label} {request[key]}" + ("s" if key == "timeout_s" else ""))
+    if request.get("preemptible") is False:
+        parts.append("not preemptible")
     return ", ".join(parts)
 
 
@@ -107,12 +109,31 @@ def job_lines(job: Mapping[str, Any], now: datetime | None = None) -> list[str]:
         ("job", job["job_id"]), ("state", outcome(job)), ("reason", job.get("reason") or "-"),
         *([("owner", owner(job))] if job.get("user") else []),
         *([("priority", priority(job["priority"]))] if job.get("priority") else []),
-        ("node", where(job)), ("attempt", str(job.get("attempt", 0))),
+        ("node", where(job)), ("attempt", attempts(job)),
         *[(name, _stamp(ts.get(name), now)) for name in ("enqueued", "placed", "started", "finished")],
         ("cmd", shlex.join(request.get("cmd") or [])), ("image", request.get("image") or "(host)"),
         ("wants", wants(request)),
     ]
     return [f"{name:<9} {value}" for name, value in pairs]
+
+
+def attempts(job: Mapping[str, Any]) -> str:
+    """``2``, or ``2 (1 preempted)``: preempted attempts do not use up max_retries."""
+    n, preempted = job.get("attempt", 0), job.get("preemptions") or 0
+    return f"{n} ({preempted} preempted)" if preempted else str(n)
+
+
+def event_rows(events: Sequence[Mapping[str, Any]], now: datetime) -> list[list[str]]:
+    """``overlay events``: when, the move (or ``note``), attempt, where, why."""
+    rows = []
+    for e in events:
+        move = ("submitted" if e.get("from_state") is None else
+                "note" if e["from_state"] == e["to_state"] else f"{e['from_state']} -> {e['to_state']}")
+        place = f"{e['node']} GPUs {','.join(map(str, e['gpus']))}" if e.get("node") and e.get("gpus") else \
+            (e.get("node") or "-")
+        rows.append([_stamp(e["at"], now), move if move != "submitted" else "-> QUEUED", str(e["attempt"]),
+                     place, e.get("reason") or "-"])
+    return rows
 
 
 def owner(job: Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any, BinaryIO
 
 from flask import Response
@@ -30,6 +31,7 @@ from web.auth import current_caller
 from web.deps import deps
 from web.efficiency import allow_idle, with_efficiency
 from web.schemas import (
+    JobEventSchema,
     JobListQuerySchema,
     JobListSchema,
     JobLogsQuerySchema,
@@ -130,6 +132,17 @@ class JobById(MethodView):
                 ended.wait(min(left, RECHECK_S * random.uniform(0.5, 1.0)))
                 ended.clear()
 
+
+
+@blp.route("/<job_id>/events")
+class JobEvents(MethodView):
+    @blp.response(200, JobEventSchema(many=True))
+    def get(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's history, oldest first: each transition (and notes such as the jobs
+        preempted for it) with when, which attempt, where and why."""
+        read_job(job_id)  # the caller's, or 403
+        with deps().transaction() as s:
+            return [asdict(e) | {"gpus": list(e.gpus)} for e in store.history(s, job_id)]
 
 
 def read_job(job_id: str) -> Job:

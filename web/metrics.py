@@ -74,6 +74,8 @@ class ControlPlaneCollector:
                                 "How long the oldest QUEUED job has waited (0 when none waits).",
                                 value=(now - oldest).total_seconds() if oldest else 0.0)
         yield CounterMetricFamily("overlay_jobs_submitted", "Jobs ever submitted.", value=counts.submitted())
+        yield CounterMetricFamily("overlay_preemptions", "Running attempts preempted for a waiting job.",
+                                  value=counts.preemptions())
         entered = counts.entered()
         yield CounterMetricFamily("overlay_placements", "Placements ever made (a retry places again).",
                                   value=entered[JobState.PLACED])

@@ -156,6 +156,9 @@ class JobSubmitSchema(Schema):
     idle_ok = StrictBool(load_default=False,
                          metadata={"description": "exempt from the idle policy's cancel (an interactive "
                                                   "session); still marked idle"})
+    preemptible = StrictBool(load_default=True,
+                             metadata={"description": "false: never preempted (PREEMPTION=on), and so never "
+                                                      "placed on GPUs borrowed beyond its account's quota"})
     account = Text(validate=validate.Regexp(NAME, error=NAME_ERROR),
                    metadata={"description": "the account the job runs under (one of the user's; "
                                             "default: the user's default account)"})
@@ -216,6 +219,18 @@ class JobRequestSchema(Schema):
     timeout_s = fields.Integer(allow_none=True)
     max_retries = fields.Integer()
     memory_mb = fields.Integer()
+    preemptible = fields.Boolean()
+
+
+class JobEventSchema(Schema):
+    at = fields.DateTime()
+    from_state = fields.String(allow_none=True, metadata={"description": "null for the submit"})
+    to_state = fields.String(metadata={"description": "equal to from_state for a note (the jobs "
+                                                       "preempted for it, idleness)"})
+    attempt = fields.Integer()
+    node = fields.String(allow_none=True)
+    gpus = fields.List(fields.Integer())
+    reason = fields.String(allow_none=True)
 
 
 class PrioritySchema(Schema):
@@ -237,6 +252,10 @@ class JobSchema(Schema):
     user = fields.String()
     account = fields.String()
     borrowed = fields.Boolean(metadata={"description": "placed on idle GPUs beyond its account's quota"})
+    preemptions = fields.Integer(metadata={"description": "attempts preempted (counted in attempt, not "
+                                                          "against max_retries)"})
+    preempted_by = fields.String(allow_none=True, metadata={
+        "description": "while QUEUED after a preemption: the job it was preempted for"})
     priority = fields.Nested(PrioritySchema, allow_none=True,
                              metadata={"description": "while QUEUED: its multifactor priority now"})
     state = fields.String(metadata={"enum": [s.value for s in JobState]})

@@ -19,6 +19,8 @@ def job_view(job: Job, *, priority: Priority | None = None) -> dict[str, Any]:
         "user": spec.user,
         "account": spec.account,
         "borrowed": job.borrowed,
+        "preemptions": job.preemptions,
+        "preempted_by": job.preempted_by,
         "priority": asdict(priority) if priority is not None else None,
         "state": job.state.value,
         "attempt": job.attempt,
@@ -47,6 +49,7 @@ def job_view(job: Job, *, priority: Priority | None = None) -> dict[str, Any]:
             "timeout_s": spec.timeout_s,
             "max_retries": spec.max_retries,
             "memory_mb": spec.memory_mb,
+            "preemptible": spec.preemptible,
         },
     }
 

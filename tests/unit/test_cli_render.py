@@ -124,3 +124,30 @@ def test_status_shows_the_owner_and_a_waiting_jobs_priority_parts():
     borrowed = {**job(state="RUNNING"), "user": "bob", "account": "vision", "borrowed": True}
     held = render.job_lines(borrowed, NOW)
     assert "owner     bob (vision, borrowed)" in held
+
+
+def test_no_preempt_asks_for_a_job_that_is_not_preemptible():
+    body = submit_body(("true",), **{**OPTIONS, "no_preempt": True})
+    assert body == {"cmd": ["true"], "preemptible": False}
+    assert "preemptible" not in submit_body(("true",), **{**OPTIONS, "no_preempt": False})
+    assert "not preemptible" in render.wants({"gpus": 1, "preemptible": False})
+
+
+def test_status_counts_preempted_attempts_and_events_read_as_a_history():
+    assert render.attempts({"attempt": 3, "preemptions": 2}) == "3 (2 preempted)"
+    assert render.attempts({"attempt": 1, "preemptions": 0}) == "1"
+    now = datetime(2026, 1, 5, 12, 1, tzinfo=UTC)
+    rows = render.event_rows([
+        {"at": "2026-01-05T12:00:00Z", "from_state": None, "to_state": "QUEUED", "attempt": 0, "node": None,
+         "gpus": [], "reason": "submitted"},
+        {"at": "2026-01-05T12:00:30Z", "from_state": "RUNNING", "to_state": "QUEUED", "attempt": 1,
+         "node": "node-a", "gpus": [0, 1], "reason": "preempted by urgent"},
+        {"at": "2026-01-05T12:00:31Z", "from_state": "QUEUED", "to_state": "QUEUED", "attempt": 1,
+         "node": None, "gpus": [], "reason": "preempting low on node-a"},
+    ], now)
+    assert [r[1:] for r in rows] == [
+        ["-> QUEUED", "0", "-", "submitted"],
+        ["RUNNING -> QUEUED", "1", "node-a GPUs 0,1", "preempted by urgent"],
+        ["note", "1", "-", "preempting low on node-a"],
+    ]
+    assert rows[1][0].startswith("2026-01-05T12:00:30Z")
