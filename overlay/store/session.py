@@ -90,8 +90,8 @@ def ensure_database(url: str) -> bool:
         admin.dispose()
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to Alembic's head."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema to Alembic's head (or to ``revision``: benchmarks compare schemas)."""
     from alembic.config import Config
 
     from alembic import command
@@ -101,4 +101,4 @@ def migrate(url: str) -> None:
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     # The calling process has set up its logging (LOG_FORMAT); alembic.ini's must not replace it.
     cfg.attributes["skip_logging"] = True
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)
