@@ -160,20 +160,41 @@ def _runs_after(job: JobSpec, fleet: Fleet, node: str, victims: Sequence[Candida
             fleet.allocate(node, v.gpus)
 
 
-def admitted(job: JobSpec, preemption: Preemption, fleet: Fleet, admit: Admit) -> bool:
-    """Whether the pass's admission check (``overlay.quota.QuotaGate``: quotas) would let
-    ``job`` run on the node once the victims stopped: preempting for a job that its own
-    account's quota then keeps waiting would stop work for nothing. Other checks admit."""
+def choose(job: JobSpec, fleet: Fleet, candidates: Sequence[Candidate], *, gap: int, admit: Admit,
+           stopping: Sequence[Stopping] = ()) -> Preemption | AwaitStop | None:
+    """``plan``, then the pass's admission check (quotas) on the result: a preemption for a
+    job that its own account's quota would then keep waiting is none. A job that would run
+    on borrowed GPUs stops only jobs lower by ``gap``, never other borrowed work only for
+    being borrowed: two borrowers would otherwise preempt each other in turn."""
+    found = plan(job, fleet, candidates, gap=gap, stopping=stopping)
+    if not isinstance(found, Preemption):
+        return found
+    verdict = admission(job, found, fleet, admit)
+    if verdict is None:
+        return None
+    if verdict.borrowed and any(v.priority > job.priority - gap for v in found.victims):
+        lower = [c for c in candidates if c.priority <= job.priority - gap]
+        found = plan(job, fleet, lower, gap=gap)
+        if not isinstance(found, Preemption) or admission(job, found, fleet, admit) is None:
+            return None
+    return found
+
+
+def admission(job: JobSpec, preemption: Preemption, fleet: Fleet, admit: Admit) -> Admission | None:
+    """What the pass's admission check (``overlay.quota.QuotaGate``: quotas) would say of
+    ``job`` on the node once the victims stopped: admitted (maybe borrowed), or None when its
+    quota would keep it waiting. Checks other than a QuotaGate admit."""
     gate = admit
     if not isinstance(gate, QuotaGate):
-        return True
+        return Admission()
     node, fitting = preemption.node, fleet.usable(job)[preemption.node]
     freed = sorted((fleet.free(node) | {i for v in preemption.victims for i in v.gpus}) & fitting)
     placement = Placement(node=node, gpus=tuple(freed[: job.gpus]))
     for v in preemption.victims:
         gate.release(v.account, Placement(node=v.node, gpus=v.gpus))
     try:
-        return isinstance(gate.decide(job, placement), Admission)
+        verdict = gate.decide(job, placement)
     finally:
         for v in preemption.victims:
             gate.take(v.account, Placement(node=v.node, gpus=v.gpus))
+    return verdict if isinstance(verdict, Admission) else None

@@ -158,11 +158,11 @@ def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, st
         key = (shape_of(spec), spec.gpus, spec.priority, spec.account)
         if not mine and key in hopeless:
             continue
-        found = preemption.plan(spec, fleet, eligible, gap=gap, stopping=stopping)
+        found = preemption.choose(spec, fleet, eligible, gap=gap, admit=admit, stopping=stopping)
         if isinstance(found, AwaitStop):
             reasons[job.job_id] = f"{reasons[job.job_id]}; {found.describe()}"
             continue
-        if found is None or not preemption.admitted(spec, found, fleet, admit):
+        if found is None:
             hopeless.add(key)
             continue
         try:

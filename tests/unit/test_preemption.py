@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from overlay.fleet import Fleet
 from overlay.model import GpuDevice, JobSpec, NodeSnapshot, Placement
-from overlay.preemption import AwaitStop, Candidate, Preemption, Stopping, admitted, may_preempt, plan
+from overlay.preemption import (
+    AwaitStop,
+    Candidate,
+    Preemption,
+    Stopping,
+    admission,
+    choose,
+    may_preempt,
+    plan,
+)
 from overlay.quota import Quota, QuotaGate
 
 GAP = 10
@@ -136,9 +145,28 @@ def test_a_preemption_is_admitted_only_if_the_jobs_quota_then_lets_it_run():
     vision_low = running("vision-low", "a", 0, 1, account="vision")
     # When a vision job would stop nlp's jobs, vision would then be over its quota: refused
     over = Preemption(job_id="big", node="a", victims=(nlp_job,))
-    assert not admitted(job(gpus=2, account="vision"), over, fleet, gate)
+    assert admission(job(gpus=2, account="vision"), over, fleet, gate) is None
     # But stopping vision's own low job keeps vision within its quota
     within = Preemption(job_id="big", node="a", victims=(vision_low,))
-    assert admitted(job(gpus=2, account="vision"), within, fleet, gate)
+    assert admission(job(gpus=2, account="vision"), within, fleet, gate) is not None
     # And the gate counts as it did before it was asked
     assert gate.holding("vision") == 2 and gate.holding("nlp") == 2
+
+
+def test_a_job_that_would_borrow_stops_only_lower_priority_work_not_other_borrowers():
+    # Given a full 4-GPU node: vision (quota 1) holds GPU 0, nlp (quota 1) holds GPU 1, and
+    # two borrowed jobs of a third account hold GPUs 2 and 3; one of them is 20 lower in priority
+    snapshot = node("a", gpus=4, taken=(0, 1, 2, 3))
+    held = [("vision", Placement(node="a", gpus=(0,))), ("nlp", Placement(node="a", gpus=(1,))),
+            ("lab", Placement(node="a", gpus=(2,))), ("lab", Placement(node="a", gpus=(3,)))]
+    gate = QuotaGate({"vision": Quota(gpus=1), "nlp": Quota(gpus=1)}, [snapshot], held)
+    fleet = Fleet.from_snapshots([snapshot])
+    peer = running("lab-peer", "a", 2, priority=50, borrowed=True, account="lab", seconds=1)
+    low = running("lab-low", "a", 3, priority=30, borrowed=True, account="lab", seconds=500)
+    # When a vision job over its quota (it would borrow) looks for room
+    found = choose(job("v", gpus=1, priority=50, account="vision"), fleet, [peer, low], gap=GAP, admit=gate)
+    # Then it stops the lower-priority job, though the equal one lost less work: borrowed
+    # work at its own priority is not fair game for another borrower
+    assert isinstance(found, Preemption) and [v.job_id for v in found.victims] == ["lab-low"]
+    # And with only the equal-priority borrower there, it stops nobody
+    assert choose(job("v", gpus=1, priority=50, account="vision"), fleet, [peer], gap=GAP, admit=gate) is None
