@@ -17,6 +17,7 @@ GPU_METRICS_MODES = ("auto", "real", "fake")
 EXECUTORS = ("subprocess", "fake")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+GPU_ISOLATIONS = ("auto", "devices", "namespace", "none")
 
 
 def parse_labels(text: str, *, setting: str = "NODE_LABELS") -> dict[str, str]:
@@ -63,6 +64,9 @@ class Settings:
     api_reserved_threads: int = 16
     # Where the GPUs' device nodes (nvidia0, nvidia1, ...) are; a job may open only its own.
     device_dir: str = "/dev"
+    # How: the cgroup v1 devices controller (devices), the other GPUs' nodes masked in the
+    # job's own mount namespace (namespace), neither (none), or the first the host allows (auto).
+    gpu_isolation: str = "auto"
     executor: str = "subprocess"
     job_user: str = ""
     overlay_api_token: str = ""
@@ -122,6 +126,7 @@ class Settings:
         _one_of("GPU_METRICS_MODE", self.gpu_metrics_mode, GPU_METRICS_MODES)
         _one_of("EXECUTOR", self.executor, EXECUTORS)
         _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
+        _one_of("GPU_ISOLATION", self.gpu_isolation, GPU_ISOLATIONS)
         _one_of("IDLE_POLICY", self.idle_policy, ("warn", "cancel"))
         _one_of("PREEMPTION", self.preemption, ("on", "off"))
         if self.preempt_priority_gap < 1 or self.preempt_grace_s < 0:

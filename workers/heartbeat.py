@@ -109,6 +109,7 @@ def agent_health(rt: Runtime, report: ProbeReport) -> dict[str, Any]:
         "running_jobs": len(set(rt.agent.busy_now().values())),
         "executor": rt.settings.executor,
         "containment": rt.agent.containment,
+        "gpu_isolation": rt.agent.gpu_isolation,
         # A beat of an agent that got SIGTERM keeps the node out of placement.
         "stopping": rt.agent.stopping,
         "pid": os.getpid(),

@@ -32,6 +32,8 @@ class AgentState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # What contains a job here: cgroup2, cgroup1 or none (workers/cgroups.py detect()).
     containment: str = "none"
+    # How a job is kept to its GPUs' device nodes: devices, namespace or none (workers/gpu_isolation.py).
+    gpu_isolation: str = "none"
     # Set on SIGTERM: take no work, leave the supervisors running, let go of them.
     stopping: bool = False
     # The attempt directories of the supervisors this process watches (workers/supervision.py).

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from celery.signals import setup_logging, worker_init, worker_ready, worker_shutting_down
 
 from overlay.config import Settings
-from overlay.errors import GpuProbeError
+from overlay.errors import ConfigError, GpuProbeError
 from overlay.logfmt import dict_config
 from overlay.store import agents as agent_store
 from workers import agent_http, execution, heartbeat, sampling, supervision
@@ -70,6 +70,10 @@ def open_probe(app: OverlayCelery, concurrency: object) -> None:
                          f"NODE_TTL_S={s.node_ttl_s:g}, or a cut-off node's jobs could still run "
                          "when the control plane gives them to another node")
     rt.agent.containment = supervision.containment()
+    try:
+        rt.agent.gpu_isolation = supervision.choose_gpu_isolation(s.gpu_isolation)
+    except ConfigError as e:
+        raise SystemExit(f"overlay agent {s.node_name}: {e.message}") from e
     # The attempts a previous agent process started go on; their ends are reported here.
     rt.agent.reattached = supervision.reattach(rt, execution.report_found)
 

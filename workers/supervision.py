@@ -19,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from overlay.errors import ConfigError
 from overlay.launch import job_argv, job_env, log_truncated_marker
 from overlay.model import Job
 from overlay.store import agents as agent_store
-from workers import attempts, cgroups, runner
+from workers import attempts, cgroups, gpu_isolation, runner
 from workers.attempts import AttemptDir
 from workers.runtime import Runtime
 
@@ -54,7 +55,7 @@ def spec_of(rt: Runtime, job: Job, log_path: Path, header: str) -> dict[str, Any
         "user": user, "log_path": str(log_path), "log_max_bytes": s.log_max_bytes,
         "log_marker": log_truncated_marker(s.log_max_bytes), "header": header,
         "timeout_s": job.spec.timeout_s, "memory_mb": job.spec.memory_mb, "gpus": list(job.gpus),
-        "device_dir": s.device_dir, "fence_s": s.fence_s,
+        "device_dir": s.device_dir, "gpu_isolation": rt.agent.gpu_isolation, "fence_s": s.fence_s,
     }
 
 
@@ -200,5 +201,29 @@ def containment() -> str:
     kind = cgroups.detect()
     if kind == "none":
         log.warning("no writable cgroup here: jobs are tracked by process group only (a job "
-                    "can escape with setsid), and memory_mb and GPU device isolation are not enforced")
+                    "can escape with setsid), and memory_mb is not enforced")
     return kind
+
+
+def choose_gpu_isolation(setting: str) -> str:
+    """How jobs here are kept to their own GPUs' device nodes (GPU_ISOLATION ``setting``):
+    ``devices``, ``namespace`` or ``none``, said once, with a warning if ``auto`` finds none;
+    raise ConfigError if the setting forces a mechanism this host lacks."""
+    devices = gpu_isolation.devices_cgroup()
+    why_not = None  # the probe costs a process: run only where a namespace may be used
+    if setting == "namespace" or (setting == "auto" and not devices):
+        why_not = gpu_isolation.why_no_namespace(attempts.supervisor_env())
+    chosen = gpu_isolation.choose(setting, devices_cgroup=devices, namespace=why_not is None)
+    if chosen is None and setting == "devices":
+        raise ConfigError("GPU_ISOLATION=devices, but this host has no writable cgroup v1 devices "
+                          "controller (on cgroup2 use namespace)", setting="GPU_ISOLATION")
+    if chosen is None:
+        raise ConfigError(f"GPU_ISOLATION={setting}, but a job here cannot have a mount namespace "
+                          f"of its own: {why_not}", setting="GPU_ISOLATION")
+    if chosen == "none" and setting == "auto":
+        log.warning("GPU device isolation is not enforced here: no writable cgroup v1 devices "
+                    "controller, and no mount namespace for a job (%s); a job can open every GPU's "
+                    "device node, though CUDA_VISIBLE_DEVICES names only its own", why_not)
+    else:
+        log.info("GPU device isolation: %s", chosen)
+    return chosen

@@ -6,8 +6,8 @@ its own. The attempt directory (workers/attempts.py) holds what the agent wrote
 agent's heartbeats reach Postgres; ``cancel``, made to cancel) and what this process
 writes (``supervisor``: its pid and start time; ``outcome.json``, durably, before it exits).
 
-It imports the standard library and workers.cgroups only (no Celery, Flask or
-SQLAlchemy: .importlinter), so it starts in a few tens of milliseconds and holds no
+It imports the standard library, workers.cgroups and workers.gpu_isolation only (no
+Celery, Flask or SQLAlchemy: .importlinter), so it starts in a few tens of milliseconds and holds no
 database connection or secret of the agent's.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers import cgroups
+from workers import cgroups, gpu_isolation
 
 TICK_S = 0.2
 KILL_GRACE_S = 1.0
@@ -114,6 +114,28 @@ class Lease:
         return now - self.renewed_at > self.fence_s
 
 
+def child_setup(group: cgroups.Group, masked: list[str] | None, ids: tuple[int, int] | None,
+                why_fd: int) -> Callable[[], None]:
+    """What the job's first process does before it execs: join the group, mask the other
+    GPUs' device nodes in a mount namespace of its own (``masked``; None: none), then drop
+    to the job's user (``ids``: uid, gid). An OSError's text goes to ``why_fd`` first."""
+
+    def in_child() -> None:  # the supervisor is single-threaded: a preexec_fn is safe
+        try:
+            group.join()
+            if masked is not None:  # while still root: mounts need CAP_SYS_ADMIN
+                gpu_isolation.mask(masked)
+            if ids is not None:
+                os.setgroups([])
+                os.setgid(ids[1])
+                os.setuid(ids[0])
+        except OSError as e:
+            os.write(why_fd, str(e).encode())
+            raise
+
+    return in_child
+
+
 class Job:
     """The job's process and its group, run to its end."""
 
@@ -131,24 +153,34 @@ class Job:
 
             entry = pwd.getpwnam(user)
             ids = (entry.pw_uid, entry.pw_gid)
-        group = self.group
-
-        def in_child() -> None:  # this process is single-threaded: a preexec_fn is safe
-            group.join()
-            if ids is not None:
-                os.setgroups([])
-                os.setgid(ids[1])
-                os.setuid(ids[0])
-
+        # What went wrong in the child before exec (Popen only says "Exception occurred in
+        # preexec_fn"): written there, read back here.
+        why_r, why_w = os.pipe2(os.O_CLOEXEC)
+        in_child = child_setup(self.group, self.masked_nodes(), ids, why_w)
         try:
-            self.proc = subprocess.Popen(
-                self.spec["argv"], env=self.spec["env"], stdin=subprocess.DEVNULL, stdout=write_fd,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=in_child,
-                close_fds=True,
-            )
+            try:
+                self.proc = subprocess.Popen(
+                    self.spec["argv"], env=self.spec["env"], stdin=subprocess.DEVNULL, stdout=write_fd,
+                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=in_child,
+                    close_fds=True,
+                )
+            finally:
+                os.close(write_fd)
+                os.close(why_w)
+        except subprocess.SubprocessError as e:
+            why = os.read(why_r, 4096).decode(errors="replace")
+            if why:
+                raise OSError(why) from e
+            raise
         finally:
-            os.close(write_fd)
+            os.close(why_r)
         self.pid = self.proc.pid
+
+    def masked_nodes(self) -> list[str] | None:
+        """The device nodes to mask in the job's mount namespace (None: no namespace)."""
+        if self.spec.get("gpu_isolation") != "namespace":
+            return None
+        return gpu_isolation.masked_nodes(self.spec.get("device_dir") or "/dev", tuple(self.spec["gpus"]))
 
     def reap(self) -> None:
         """Reap every exited child (this process is their subreaper), keeping the job's status."""
@@ -179,7 +211,11 @@ class Job:
 
 def run(directory: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """Run the attempt to its end; the outcome to record."""
-    limits = cgroups.Limits(memory_mb=spec.get("memory_mb") or 0, gpus=tuple(spec["gpus"]),
+    # Device rules only where the agent chose the devices cgroup (a spec without a choice was
+    # written by an agent that knew no other).
+    devices = spec.get("gpu_isolation", "devices") == "devices"
+    limits = cgroups.Limits(memory_mb=spec.get("memory_mb") or 0,
+                            gpus=tuple(spec["gpus"]) if devices else None,
                             device_dir=spec.get("device_dir") or "/dev")
     try:
         log = LogWriter(spec["log_path"], max_bytes=spec.get("log_max_bytes", 0), marker=spec["log_marker"])

@@ -1,10 +1,12 @@
 """A job is contained by its supervisor (workers/supervisor.py) in a cgroup of its own: what
-it starts dies with it, its memory is limited, it opens only its own GPUs' device nodes,
-and its log is capped. Real processes and the host's real cgroups.
+it starts dies with it, its memory is limited, it opens only its own GPUs' device nodes
+(through the devices cgroup, or masked in a mount namespace of its own), and its log is
+capped. Real processes, the host's real cgroups and real mounts.
 
 One two-node stack for the module, with fake GPU device nodes (``mknod``) in a DEVICE_DIR
-of its own and a small LOG_MAX_BYTES. Each test says in its skip message exactly what the
-host lacks; CI (root, cgroup v1) runs them all (``CI=true`` turns a skip into a failure).
+of its own and a small LOG_MAX_BYTES (and a third node forced to GPU_ISOLATION=namespace
+for the tests of masking). Each test says in its skip message exactly what the host lacks;
+CI (root, cgroup v1) runs them all (``CI=true`` turns a skip into a failure).
 """
 
 from __future__ import annotations
@@ -30,13 +32,21 @@ from tests.integration.harness import (
     wait_state,
     wait_until,
 )
-from workers import cgroups
+from workers import cgroups, gpu_isolation
 
 pytestmark = pytest.mark.slow
 LOG_MAX_BYTES = 100_000
 # Fake GPU device nodes: character devices whose drivers exist on every Linux host (so an
 # allowed open succeeds), each a distinct device number (so denying one denies no other).
 FAKE_GPU_DEVICES = {0: (1, 7), 1: (1, 8), 2: (1, 9), 3: (1, 11)}  # full, random, urandom, kmsg
+FAKE_CONTROL_DEVICES = {"nvidiactl": (1, 5), "nvidia-uvm": (1, 3)}  # zero, null: open to every job
+
+
+def skip_or_fail(why: str | None) -> None:
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the containment tests, but {why}")
+        pytest.skip(why)
 
 
 def why_no_cgroups() -> str | None:
@@ -57,16 +67,14 @@ def why_no_cgroups() -> str | None:
 
 @pytest.fixture(scope="module")
 def contained(database_url, tmp_path_factory) -> Iterator[Stack]:
-    why = why_no_cgroups()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the containment tests, but {why}")
-        pytest.skip(why)
+    skip_or_fail(why_no_cgroups())
     workdir = tmp_path_factory.mktemp("contained")
     devices = workdir / "dev"
     devices.mkdir()
     for index, (major, minor) in FAKE_GPU_DEVICES.items():
         os.mknod(devices / f"nvidia{index}", 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+    for name, (major, minor) in FAKE_CONTROL_DEVICES.items():
+        os.mknod(devices / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
     yield from shared_stack(database_url, workdir, DEVICE_DIR=str(devices),
                             LOG_MAX_BYTES=str(LOG_MAX_BYTES))
 
@@ -117,11 +125,11 @@ def test_a_job_opens_only_its_own_gpus_device_nodes(contained):
     assert wait_state(contained, "holds-gpu0", {"RUNNING"})["gpus"] == [0]
     devices = Path(contained.env["DEVICE_DIR"])
     probe = ("import sys\n"
-             "for i in range(4):\n"
+             "for n in ['0', '1', '2', '3', 'ctl', '-uvm']:\n"
              "    try:\n"
-             f"        open('{devices}/nvidia%d' % i, 'rb').close(); print('nvidia%d opens' % i)\n"
+             f"        open('{devices}/nvidia%s' % n, 'rb').close(); print('nvidia%s opens' % n)\n"
              "    except OSError as e:\n"
-             "        print('nvidia%d %s' % (i, type(e).__name__))\n")
+             "        print('nvidia%s %s' % (n, type(e).__name__))\n")
     # When a one-GPU job on node-a tries to open every GPU's device node
     submit(contained, job_id="gpu-probe", gpus=1, node_selector={"zone": "a"}, cmd=["python3", "-c", probe])
     ended = wait_state(contained, "gpu-probe", TERMINAL, timeout=60)
@@ -129,7 +137,9 @@ def test_a_job_opens_only_its_own_gpus_device_nodes(contained):
     # Then it got GPU 1, and only GPU 1's device node opens; the others are refused
     assert (ended["state"], ended["gpus"]) == ("DONE", [1]), ended
     output = logs(contained, "gpu-probe")
-    assert "nvidia1 opens" in output, output
+    assert nodes(contained)["node-a"]["agent_health"]["gpu_isolation"] == "devices"
+    for opens in ("nvidia1", "nvidiactl", "nvidia-uvm"):
+        assert f"{opens} opens" in output, output
     for other in (0, 2, 3):
         assert f"nvidia{other} PermissionError" in output, output
 
@@ -164,3 +174,62 @@ def test_a_job_sees_nothing_of_the_agents_environment(contained):
     assert "MINE=yes" in output and "OVERLAY_JOB_ID=nosy" in output and "HOME=" in output
     for secret in ("DATABASE_URL", "REDIS_URL", "postgresql", "redis://"):
         assert secret not in output, output
+
+
+def mounts_under(path: Path) -> list[str]:
+    """This (the host's) mount table's lines that mount something under ``path``."""
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if f" {path}/" in line]
+
+
+@pytest.fixture(scope="module")
+def masking(contained) -> Stack:
+    """A third node, zone c with 4 GPUs, whose agent is forced to GPU_ISOLATION=namespace
+    (on this host auto takes the devices cgroup)."""
+    why = gpu_isolation.why_no_namespace(os.environ)
+    skip_or_fail(None if why is None else f"a job cannot get a mount namespace of its own here: {why}")
+    contained.start_agent("node-c", fake_gpus="4xNVIDIA A100-SXM4-80GB:81920", labels="zone=c",
+                          GPU_ISOLATION="namespace")
+    return contained
+
+
+def test_with_namespace_isolation_a_job_cannot_open_other_gpus_nodes_and_leaves_no_mount(masking, tmp_path):
+    # Given node-c's GPU 0 held by another job, fake nvidia0..3, nvidiactl and nvidia-uvm
+    devices = Path(masking.env["DEVICE_DIR"])
+    assert nodes(masking)["node-c"]["agent_health"]["gpu_isolation"] == "namespace"
+    assert mounts_under(devices) == []
+    submit(masking, job_id="ns-holds-gpu0", gpus=1, node_selector={"zone": "c"}, cmd=["sleep", "60"])
+    assert wait_state(masking, "ns-holds-gpu0", {"RUNNING"})["gpus"] == [0]
+    ready, go, pidfile = tmp_path / "ready", tmp_path / "go", tmp_path / "daemon.pid"
+    probe = ("import os, subprocess, time\n"
+             "for n in ['0', '1', '2', '3', 'ctl', '-uvm']:\n"
+             "    try:\n"
+             f"        open('{devices}/nvidia%s' % n, 'rb').close(); print('nvidia%s opens' % n)\n"
+             "    except OSError as e:\n"
+             "        print('nvidia%s %s %s' % (n, type(e).__name__, e.strerror))\n"
+             f"print('masks inside:', sum(' {devices}/' in l for l in open('/proc/self/mountinfo')))\n"
+             "daemon = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+             f"open('{pidfile}.tmp', 'w').write(str(daemon.pid)); os.rename('{pidfile}.tmp', '{pidfile}')\n"
+             f"open('{ready}', 'w').close()\n"
+             f"while not os.path.exists('{go}'): time.sleep(0.05)\n")
+    # When a one-GPU job on node-c (running as root: the test stack sets no JOB_USER) tries
+    # to open every node, starts a daemon in a session of its own, and waits
+    submit(masking, job_id="ns-probe", gpus=1, node_selector={"zone": "c"}, cmd=["python3", "-c", probe])
+    wait_until(ready.exists, timeout=60, what="the probe job to have tried every node")
+    # Then its masks are in its own mount namespace only: the host's mount table has none
+    assert mounts_under(devices) == []
+    go.touch()
+    ended = wait_state(masking, "ns-probe", TERMINAL, timeout=60)
+    requests.post(f"{masking.api}/api/jobs/ns-holds-gpu0/cancel", timeout=10)
+    # and it got GPU 1: its own node and the control nodes open, the other GPUs' are refused
+    output = logs(masking, "ns-probe")
+    assert (ended["state"], ended["gpus"]) == ("DONE", [1]), (ended, output)
+    for opens in ("nvidia1", "nvidiactl", "nvidia-uvm"):
+        assert f"{opens} opens" in output, output
+    for other in (0, 2, 3):
+        assert f"nvidia{other} PermissionError Permission denied" in output, output
+    assert "masks inside: 3" in output, output
+    # and its daemon died with it, as on any node; no mount is left on the host
+    daemon = int(pidfile.read_text())
+    wait_until(lambda: not alive(daemon), timeout=2, what="the namespace job's daemon to be gone")
+    assert mounts_under(devices) == []
