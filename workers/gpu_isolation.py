@@ -3,14 +3,14 @@ is writable, else the other GPUs' nodes masked in a mount namespace of the job's
 nothing. Standard library and workers.cgroups only: the job supervisor imports it.
 
 Masking: in the job's first process, before it drops root and execs, ``mask()`` enters a
-new mount namespace (``unshare(CLONE_NEWNS)``) whose mounts receive the host's but send
-none back (``--make-rslave /``), and bind-mounts each other ``<DEVICE_DIR>/nvidiaN`` onto
-itself ``nodev``. The job still sees those nodes (``ls``, ``stat``: same device numbers),
-but opening one fails with EACCES (Permission denied), root or not: the kernel refuses to
-open any device node reached through a ``nodev`` mount. The namespace and its mounts go
-away with the job's last process; the host's mount table never sees them. A job running
-as root could unmount them again (as it could ``mknod`` past a devices cgroup): set
-JOB_USER.
+new mount namespace (``unshare(CLONE_NEWNS)``) whose mounts never reach the host's
+(``--make-rslave /``: the host's shared mounts still reach it), and bind-mounts each other
+``<DEVICE_DIR>/nvidiaN`` onto itself read-only and ``nodev``. The job still sees those
+nodes (``ls``, ``stat``: same device numbers), but opening one fails with EACCES
+(Permission denied), root or not: the kernel opens no device node reached through a
+``nodev`` mount. The namespace and its mounts go away with the job's last process; the
+host's mount table never shows them. A job running as root could unmount them again (as
+it could ``mknod`` past a devices cgroup): set JOB_USER.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def masked_nodes(device_dir: str, gpus: tuple[int, ...]) -> list[str]:
 
 def private_mounts() -> None:
     """Put the calling process in a mount namespace of its own whose mounts never reach the
-    host's (the host's later mounts still reach it); raise OSError."""
+    host's (the host's shared mounts still reach it); raise OSError."""
     _call(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _call(_libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
 

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.harness import ROOT, alive, wait_until
 from workers import supervisor
 
@@ -105,6 +107,29 @@ def test_without_pidfds_exits_and_timeouts_still_work(tmp_path, monkeypatch):
         (directory / "lease").touch()
         job = spec(directory, argv, timeout_s=timeout_s, job_id=f"nopidfd-{name}-{os.getpid()}")
         assert supervisor.run(directory, job)["reason"] == expected
+
+
+def test_a_gpu_node_that_cannot_be_masked_fails_the_job_before_it_runs_naming_why(tmp_path):
+    # Given namespace isolation and a device folder whose nvidia0 cannot be masked (a
+    # dangling symlink: there is nothing to bind-mount over)
+    if os.geteuid() != 0:
+        why = "mount namespaces and bind mounts need root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run this test, but {why}")
+        pytest.skip(why)
+    devices = tmp_path / "dev"
+    devices.mkdir()
+    (devices / "nvidia0").symlink_to(tmp_path / "absent")
+    # When a job with GPU 1 is started
+    ran = tmp_path / "ran"
+    outcome = supervise(tmp_path, ["touch", str(ran)], gpus=[1], device_dir=str(devices),
+                        gpu_isolation="namespace")
+    # Then it fails closed, before exec, saying which node and why (not Popen's "Exception
+    # occurred in preexec_fn")
+    assert not ran.exists()
+    assert outcome["exit_code"] is None
+    assert outcome["reason"] == (f"cannot start 'touch': [Errno 2] bind-mount {devices}/nvidia0: "
+                                 "No such file or directory")
 
 
 def test_the_supervisor_loads_no_celery_sqlalchemy_flask_or_redis():
