@@ -70,6 +70,7 @@ class Job:
     preemptions: int = 0
     # QUEUED after a preemption: the job it was preempted for (None once placed again).
     preempted_by: str | None = None
+    preempted_at: datetime | None = None
 
     @property
     def job_id(self) -> str:

@@ -14,7 +14,7 @@ A job whose own victims are still stopping preempts nobody else: it waits for th
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 from overlay.fleet import Fleet
@@ -78,6 +78,16 @@ class AwaitStop:
 
     def describe(self) -> str:
         return f"waiting for {', '.join(self.stopping)} to stop on {self.node} (preempted for it)"
+
+
+def current(candidates: Sequence[Candidate], admit: Admit) -> list[Candidate]:
+    """``candidates`` with ``borrowed`` as it is now: a job was marked borrowed when it was
+    placed beyond its account's quota, but once the account holds no more than its quota
+    (its other jobs ended, or its quota grew) none of its jobs is borrowed any more. Without
+    quotas (no QuotaGate) nothing is."""
+    gate = admit if isinstance(admit, QuotaGate) else None
+    return [c if not c.borrowed or (gate is not None and gate.over(c.account))
+            else replace(c, borrowed=False) for c in candidates]
 
 
 def may_preempt(job: JobSpec, victim: Candidate, *, gap: int) -> bool:

@@ -117,6 +117,10 @@ class QuotaGate:
             borrowed = True
         return Admission(borrowed=True) if borrowed else ADMITTED
 
+    def over(self, account: str) -> bool:
+        """Whether ``account`` holds more than one of its quotas now (some of its work borrows)."""
+        return any(self.held[account, key] > limit for key, limit in self.limits.get(account, {}).items())
+
     def holding(self, account: str, key: str = ALL) -> int:
         """GPUs ``account`` holds now, of every model (ALL) or of one limit key's."""
         return self.held[account, key]

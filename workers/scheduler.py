@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,7 +18,7 @@ from overlay.logfmt import job_fields
 from overlay.model import Job, Placement
 from overlay.policies import get_policy
 from overlay.preemption import AwaitStop, Preemption, Stopping
-from overlay.queueing import plan_pass
+from overlay.queueing import Queued, plan_pass
 from overlay.quota import Admit
 from overlay.retry import decide_retry
 from overlay.store import cluster_state, sharing
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 RESEND_AFTER_S = 10.0
 # A cancelled job's GPUs are freed by its agent; if the agent died meanwhile, by reconcile.
 STRAY_GRACE_S = 30.0
+# A victim of a preemption waits this long past its grace for its preemptor to start.
+PREEMPTOR_FIRST_S = 60.0
+# Preemption plans a pass makes at most (each is up to a few thousand fleet look-ups).
+MAX_PLANS_PER_PASS = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,18 +91,23 @@ def schedule_pass(
         order, admit = sharing.pass_rules(s, now=now, nodes=snapshots, weights=settings.priority_weights,
                                           half_life_s=settings.fairshare_half_life)
         # Dependencies not met and arrays at their %N limit keep jobs out of the plan, and so
-        # does a preempted attempt until its agent has stopped it.
+        # does a preempted attempt until its agent has stopped it and its preemptor has run.
         holds = hold(s, queued, now=now)
         stopping = preemption_store.stopping(s, (j.job_id for j in queued if j.preempted_by))
-        still = {x.job_id for x in stopping}
         messages: list[RunJobMessage] = []
         placed: list[Job] = []
         waiting: dict[str, str] = dict(holds.waiting)
         waiting.update({x.job_id: f"preempted by {x.for_job}; stopping on {x.node}" for x in stopping})
-        ready = {j.job_id: j for j in holds.ready if j.job_id not in still}
+        yielding = preemption_holds(queued, now=now, within_s=settings.preempt_grace_s + PREEMPTOR_FIRST_S)
+        waiting.update({v: f"preempted by {p}; waiting for {p} to start" for v, p in yielding.items()
+                        if v not in waiting})
+        held = {x.job_id for x in stopping} | yielding.keys()
+        ready = {j.job_id: j for j in holds.ready if j.job_id not in held}
         blocked: list[Job] = []
+        # A job that preempted others goes first, so the GPUs it freed are its own.
+        first = preemptors_first(order, set(yielding.values()) | {x.for_job for x in stopping})
         for decision in plan_pass(ready.values(), fleet, policy=policy, running=running_jobs(s, now=now),
-                                  now=now, order=order, admit=holds.gate(admit)):
+                                  now=now, order=first, admit=holds.gate(admit)):
             if not isinstance(decision.outcome, Placement):
                 waiting[decision.job_id] = decision.outcome.reason
                 blocked.append(ready[decision.job_id])
@@ -135,29 +145,59 @@ def schedule_pass(
     return PassResult(runs=messages, preempts=preempts)
 
 
+def preemption_holds(queued: list[Job], *, now: datetime, within_s: float) -> dict[str, str]:
+    """Victims whose preemptor still waits, preempted less than ``within_s`` ago: victim ->
+    preemptor. A victim waits for its preemptor to start (else a victim earlier in the queue
+    order would take the GPUs back and be preempted again, in turn for ever); past
+    ``within_s`` (its preemptor cannot run after all), it waits no more."""
+    waiting = {j.job_id for j in queued}
+    return {j.job_id: j.preempted_by for j in queued
+            if j.preempted_by in waiting and j.preempted_at is not None
+            and now - j.preempted_at < timedelta(seconds=within_s)}
+
+
+def preemptors_first(order: Callable[[Iterable[Queued]], list[Queued]],
+                     preemptors: set[str]) -> Callable[[Iterable[Queued]], list[Queued]]:
+    """``order`` with the jobs that preempted others ahead of the rest (in ``order``'s order)."""
+    if not preemptors:
+        return order
+
+    def ordered(jobs: Iterable[Queued]) -> list[Queued]:
+        found = order(jobs)
+        return ([j for j in found if j.spec.job_id in preemptors]
+                + [j for j in found if j.spec.job_id not in preemptors])
+
+    return ordered
+
+
 def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, stopping: list[Stopping], *,
             now: datetime, gap: int, reasons: dict[str, str]) -> list[Preemption]:
     """For each job that waits (in queue order), stop the running jobs that let it run at
     the least lost work (overlay/preemption.py), unless its victims are still stopping;
     record it (events on both sides; the victims back to QUEUED) in this transaction and
     add to each waiting job's reason what it waits for."""
-    candidates = preemption_store.candidates(session, now=now)
+    candidates = preemption.current(preemption_store.candidates(session, now=now), admit)
     eligible = [c for c in candidates if c.preemptible]
     if not eligible:
         return []
     lowest = min(c.priority for c in eligible)
     any_borrowed = any(c.borrowed for c in eligible)
     stopping = list(stopping)
-    hopeless: set[tuple[object, ...]] = set()  # (shape, gpus, priority, account): no set of victims
+    # (shape, GPUs, priority, account, preemptible): no set of victims for such a job
+    hopeless: set[tuple[object, ...]] = set()
     done: list[Preemption] = []
+    plans = 0
     for job in blocked:
         spec = job.spec
         mine = any(x.for_job == job.job_id for x in stopping)
         if not mine and not any_borrowed and spec.priority - gap < lowest:
             continue  # nobody it may stop
-        key = (shape_of(spec), spec.gpus, spec.priority, spec.account)
+        key = (shape_of(spec), spec.gpus, spec.priority, spec.account, spec.preemptible)
         if not mine and key in hopeless:
             continue
+        plans += 1
+        if plans > MAX_PLANS_PER_PASS:  # the rest waits for the next pass: a pass stays short
+            break
         found = preemption.choose(spec, fleet, eligible, gap=gap, admit=admit, stopping=stopping)
         if isinstance(found, AwaitStop):
             reasons[job.job_id] = f"{reasons[job.job_id]}; {found.describe()}"
@@ -167,7 +207,7 @@ def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, st
             continue
         try:
             with session.begin_nested():
-                for v in found.victims:
+                for v in sorted(found.victims, key=lambda v: v.job_id):  # one lock order for all
                     job_store.preempt(session, v.job_id, attempt=v.attempt, by=job.job_id, now=now)
         except StaleAttempt as e:  # a victim ended meanwhile: the next pass sees its GPUs free
             log.info("job %s: preemption for it not made: %s", job.job_id, e.message)

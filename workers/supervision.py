@@ -49,7 +49,7 @@ def spec_of(rt: Runtime, job: Job, log_path: Path, header: str) -> dict[str, Any
     env.update(HOME=home, USER=name, LOGNAME=name)
     # Made (``OVERLAY_PREEMPTED=1``) just before the SIGTERM of a preemption: a job that
     # traps SIGTERM tells a preemption (checkpoint, it runs again) from a cancel or timeout.
-    env[PREEMPT_FILE_ENV] = str(attempt_dir(rt, job.job_id, job.attempt).notice)
+    env[PREEMPT_FILE_ENV] = str(attempt_dir(rt, job.job_id, job.attempt).notice.resolve())
     return {
         "job_id": job.job_id, "attempt": job.attempt, "argv": job_argv(job.spec), "env": env,
         "user": user, "log_path": str(log_path), "log_max_bytes": s.log_max_bytes,

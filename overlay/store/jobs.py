@@ -63,6 +63,7 @@ def to_job(row: JobRow) -> Job:
         borrowed=row.borrowed,
         preemptions=row.preemptions,
         preempted_by=row.preempted_by,
+        preempted_at=row.preempted_at,
     )
 
 
@@ -252,8 +253,10 @@ def any_queued(session: Session) -> bool:
 def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job:
     """Cancel a job. A running job keeps its GPUs until its agent has killed it."""
     row = get_job(session, job_id, lock=True)
+    # A preempted job (QUEUED) may still be stopping on its node: its GPUs go when it has.
+    stopping = row.state is JobState.QUEUED and row.preempted_by is not None
     return _move(session, row, JobState.CANCELLED, now=now, reason="cancelled by user",
-                 keep_gpus=row.state is JobState.RUNNING)
+                 keep_gpus=row.state is JobState.RUNNING or stopping)
 
 
 def preempt(session: Session, job_id: str, *, attempt: int, by: str, now: datetime | None = None) -> Job:
@@ -394,6 +397,7 @@ def running_on(session: Session, node: str) -> list[Job]:
     rows = session.scalars(
         select(JobRow)
         .where(JobRow.state == JobState.RUNNING, JobRow.node == node)
+        .order_by(JobRow.job_id)  # locks in job_id order, as a pass's preemption takes them
         .with_for_update()
     )
     return [to_job(r) for r in rows]

@@ -169,3 +169,72 @@ def test_reconcile_frees_a_stopping_attempts_gpus_only_after_the_grace(cluster, 
     assert cluster.holders("n1") == {0: ("low", 1)}
     reconcile(cluster.sessions, on, now=now + seconds(70))
     assert cluster.holders("n1") == {}
+
+
+def test_the_gpus_a_preemption_freed_go_to_its_preemptor_not_back_to_the_victim(cluster, on):
+    # Given a queue order where age alone decides (the job's own priority weighs nothing in
+    # it), so the victim, older, would come first
+    order_by_age = replace(on, priority_weight_priority=0.0)
+    cluster.node("n1", gpus=1)
+    run(cluster, "low", on="n1", indices=(0,), at=T0)
+    cluster.submit("urgent", gpus=1, priority=20, at=T0 + seconds(5))
+    assert [m.job_id for m in schedule_pass(cluster.sessions, order_by_age,
+                                            now=T0 + seconds(6)).preempts] == ["low"]
+    stopped(cluster, "low", 1, at=T0 + seconds(8))
+    # When the next pass runs: the preemptor goes first and takes the GPU it freed
+    placed = schedule_pass(cluster.sessions, order_by_age, now=T0 + seconds(9))
+    assert [m.job_id for m in placed.runs] == ["urgent"]
+    assert cluster.job("low").state is JobState.QUEUED
+    # And while the preemptor has not started, its victim waits for it (no ping-pong)
+    cluster.node("n2", gpus=1, at=T0 + seconds(9))
+    with cluster.sessions.begin() as s:
+        job_store.transition(s, "urgent", JobState.QUEUED, now=T0 + seconds(10), reason="test: back")
+    again = schedule_pass(cluster.sessions, order_by_age, now=T0 + seconds(11))
+    assert [m.job_id for m in again.runs] == ["urgent"]
+    assert cluster.job("low").reason == "preempted by urgent; waiting for urgent to start"
+
+
+def test_cancelling_a_victim_while_it_stops_keeps_its_gpus_until_its_agent_has_stopped_it(cluster, on):
+    cluster.node("n1", gpus=1)
+    run(cluster, "low", on="n1", indices=(0,), at=T0)
+    cluster.submit("urgent", gpus=1, priority=50, at=T0)
+    schedule_pass(cluster.sessions, on, now=T0 + seconds(1))
+    cluster.cancel("low", at=T0 + seconds(2))
+    # Then its GPU is still held: the urgent job is not placed on a GPU a process still uses
+    assert cluster.holders("n1") == {0: ("low", 1)}
+    assert schedule_pass(cluster.sessions, on, now=T0 + seconds(3)).runs == []
+
+
+def test_a_job_not_preemptible_that_may_not_borrow_does_not_hide_a_preemptible_one_of_its_shape(cluster, on):
+    # Given vision (quota 1) holding its GPU, a low lab job on the other, and two vision jobs
+    # of one shape and priority waiting: the first not preemptible (so it may not borrow)
+    with cluster.sessions.begin() as s:
+        accounts.add_account(s, "vision", share=1, quota_gpus=1, now=T0)
+    cluster.node("n1", gpus=2)
+    run(cluster, "mine", on="n1", indices=(0,), at=T0, account="vision", priority=50)
+    run(cluster, "lab", on="n1", indices=(1,), at=T0, priority=0)
+    cluster.submit("kept", gpus=1, priority=50, account="vision", preemptible=False, at=T0 + seconds(1))
+    cluster.submit("flex", gpus=1, priority=50, account="vision", at=T0 + seconds(2))
+    # When a pass runs: "kept" could not run after any preemption (it may not borrow), but
+    # "flex" may borrow, so it preempts the lab job
+    assert [m.job_id for m in schedule_pass(cluster.sessions, on, now=T0 + seconds(3)).preempts] == ["lab"]
+
+
+def test_a_job_marked_borrowed_whose_account_is_back_within_its_quota_is_not_borrowed(cluster, on):
+    # Given nlp (quota 1) that borrowed a second GPU, then ended the job within its quota
+    with cluster.sessions.begin() as s:
+        accounts.add_account(s, "nlp", share=1, quota_gpus=1, now=T0)
+    cluster.node("n1", gpus=2)
+    for i in range(2):
+        cluster.submit(f"nlp{i}", gpus=1, account="nlp", at=T0 + seconds(i))
+    schedule_pass(cluster.sessions, on, now=T0 + seconds(2))
+    for i in range(2):
+        cluster.start(f"nlp{i}", at=T0 + seconds(3))
+    assert cluster.job("nlp1").borrowed
+    with cluster.sessions.begin() as s:
+        job_store.finish(s, "nlp0", attempt=1, target=JobState.DONE, now=T0 + seconds(4), reason=None,
+                         ending=job_store.Ending(exit_code=0, log_tail=""))
+    run(cluster, "other", on="n1", indices=(0,), at=T0 + seconds(5))
+    # When a job of the same priority waits: nlp1 is within nlp's quota now, not fair game
+    cluster.submit("waiting", gpus=1, at=T0 + seconds(6))
+    assert schedule_pass(cluster.sessions, on, now=T0 + seconds(7)).preempts == []
