@@ -101,6 +101,12 @@ class Settings:
     idle_policy: str = "warn"
     idle_cancel_after_s: float = 7200.0
     idle_policy_accounts: dict[str, str] = field(default_factory=dict)
+    # Gang jobs (overlay/gang.py): the address this node's agent gives other nodes to reach
+    # it (a gang's MASTER_ADDR when a rank 0 runs here; empty: the address this host reaches
+    # the database from, else its hostname), and the ports a gang's MASTER_PORT is taken from.
+    node_address: str = ""
+    gang_port_min: int = 29500
+    gang_port_max: int = 29999
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -123,6 +129,9 @@ class Settings:
         if not 0 < self.api_reserved_threads < self.api_threads:
             raise ConfigError("API_RESERVED_THREADS must be > 0 and below API_THREADS",
                               setting="API_RESERVED_THREADS")
+        if not 0 < self.gang_port_min <= self.gang_port_max < 65536:
+            raise ConfigError("GANG_PORT_MIN and GANG_PORT_MAX must be ports, the first not above the second",
+                              setting="GANG_PORT_MIN")
         _one_of("GPU_METRICS_MODE", self.gpu_metrics_mode, GPU_METRICS_MODES)
         _one_of("EXECUTOR", self.executor, EXECUTORS)
         _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)

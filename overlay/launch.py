@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from overlay.gang import Rendezvous, rendezvous_env
 from overlay.model import JobSpec
 
 # Only these of the agent's own variables reach a job: nothing secret of the agent's
@@ -35,9 +36,11 @@ def job_argv(spec: JobSpec, *, apptainer: str = "apptainer") -> list[str]:
 
 
 def job_env(
-    spec: JobSpec, gpus: tuple[int, ...], *, agent_env: Mapping[str, str], attempt: int = 1
+    spec: JobSpec, gpus: tuple[int, ...], *, agent_env: Mapping[str, str], attempt: int = 1,
+    rendezvous: Rendezvous | None = None,
 ) -> dict[str, str]:
-    """The job's environment: a few harmless agent variables, the job's own, and its GPUs.
+    """The job's environment: a few harmless agent variables, the job's own, its GPUs, and
+    for a part of a gang job where its parts meet (``overlay.gang.rendezvous_env``).
 
     ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` makes CUDA number GPUs as NVML does, so the
     indices placement chose are the devices the job sees.
@@ -55,16 +58,18 @@ def job_env(
         # SLURM_ARRAY_TASK_ID too, so a script written for Slurm's arrays runs unchanged.
         index = str(spec.array_index)
         env.update(OVERLAY_ARRAY_ID=spec.array_id, OVERLAY_ARRAY_INDEX=index, SLURM_ARRAY_TASK_ID=index)
+    if rendezvous is not None:
+        env.update(rendezvous_env(spec, rendezvous))
     if spec.image:
         # Apptainer passes the host env through, but say it explicitly for --cleanenv setups.
         env["APPTAINERENV_CUDA_VISIBLE_DEVICES"] = visible
     return env
 
 
-def log_path(log_dir: str, job_id: str) -> Path:
-    """Where a job's output goes. job_id is limited to [A-Za-z0-9._-] and never only
-    dots, so the path cannot leave ``log_dir``."""
-    return Path(log_dir) / f"{job_id}.log"
+def log_path(log_dir: str, job_id: str, part: int = 0) -> Path:
+    """Where a job's output goes (``<job_id>.part<K>.log`` for part K > 0 of a gang job).
+    job_id is limited to [A-Za-z0-9._-] and never only dots, so the path cannot leave ``log_dir``."""
+    return Path(log_dir) / (f"{job_id}.part{part}.log" if part else f"{job_id}.log")
 
 
 def log_truncated_marker(max_bytes: int) -> str:

@@ -47,6 +47,8 @@ class JobSpec:
     array_index: int | None = None
     # False: never preempted, and so never placed on borrowed GPUs (overlay.preemption).
     preemptible: bool = True
+    # A gang job (overlay.gang): this many parts, each on a node of its own with ``gpus`` there.
+    nodes: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +73,11 @@ class Job:
     # QUEUED after a preemption: the job it was preempted for (None once placed again).
     preempted_by: str | None = None
     preempted_at: datetime | None = None
+    # A gang job's rendezvous (overlay.gang): rank 0's address and the port chosen for the job.
+    master_addr: str | None = None
+    master_port: int | None = None
+    # Which part of a gang job this value runs (``node`` and ``gpus`` are that part's).
+    part: int = 0
 
     @property
     def job_id(self) -> str:
@@ -146,6 +153,28 @@ class Placement:
 
     node: str
     gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GangPlacement(Placement):
+    """A gang job's yes: one placement per part (rank), each on a node of its own; ``node``
+    and ``gpus`` are rank 0's."""
+
+    parts: tuple[Placement, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobPart:
+    """One part of a gang job's current attempt: where it runs and how it ended."""
+
+    part: int
+    node: str
+    gpus: tuple[int, ...]
+    state: str  # PLACED, RUNNING, or how it ended: DONE, FAILED, CANCELLED
+    exit_code: int | None = None
+    reason: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, TypeVar
 
 from overlay.fleet import Fleet, Shape, shape_of
-from overlay.model import JobSpec, NoFit, Placement
+from overlay.gang import place_gang
+from overlay.model import GangPlacement, JobSpec, NoFit, Placement
 from overlay.placement import place
 from overlay.policies import Policy
 from overlay.quota import Admit, admit_all
@@ -98,6 +99,8 @@ def _decide(spec: JobSpec, fleet: Fleet, policy: Policy,
             admit: Admit = admit_all) -> Decision:
     if backfill is not None:
         backfill.before(spec)
+    if spec.nodes > 1:
+        return _decide_gang(spec, fleet, policy, admit)
     key = (spec.gpus, shape_of(spec))
     seen = failed.get(key) if failed is not None else None
     if seen is not None and seen[0] == fleet.stamp(key[1]):
@@ -119,3 +122,29 @@ def _decide(spec: JobSpec, fleet: Fleet, policy: Policy,
         return Decision(job_id=spec.job_id, outcome=nofit)
     reason, reservation = backfill.blocked(spec, nofit)
     return Decision(job_id=spec.job_id, outcome=reason, reservation=reservation)
+
+
+def _decide_gang(spec: JobSpec, fleet: Fleet, policy: Policy, admit: Admit) -> Decision:
+    """A gang job: every part placed and allocated, or none. It gets no backfill reservation
+    (one reservation covers one node) and its shape is not memoised (the node count differs)."""
+    outcome = place_gang(spec, fleet, policy=policy)
+    if isinstance(outcome, NoFit):
+        return Decision(job_id=spec.job_id, outcome=outcome)
+    verdict = admit(gang_total(spec), all_gpus(outcome))
+    if isinstance(verdict, NoFit):
+        return Decision(job_id=spec.job_id, outcome=verdict)
+    for part in outcome.parts:
+        fleet.allocate(part.node, part.gpus)
+    return Decision(job_id=spec.job_id, outcome=outcome, borrowed=verdict.borrowed)
+
+
+def gang_total(spec: JobSpec) -> JobSpec:
+    """A gang job as quotas count it: all its parts' GPUs at once."""
+    return replace(spec, gpus=spec.gpus * spec.nodes, nodes=1)
+
+
+def all_gpus(gang: GangPlacement) -> Placement:
+    """A gang placement as quotas count it: rank 0's node (whose GPU model every part
+    matches) with as many GPUs as all the parts hold."""
+    gpus = tuple(i for part in gang.parts for i in part.gpus)
+    return Placement(node=gang.node, gpus=gpus)

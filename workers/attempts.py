@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from workers import cgroups, procfs
-from workers.supervisor import write_atomically
+from workers.supervisor import group_name, write_atomically
 
 
 def node_dir(state_dir: str, node: str) -> Path:
@@ -53,6 +53,13 @@ class AttemptDir:
             return None
         except (OSError, ValueError) as e:
             return {"exit_code": None, "reason": f"unreadable outcome record: {e}"}
+
+    def spec(self) -> dict[str, Any]:
+        """What the agent wrote for the supervisor ({} if unreadable)."""
+        try:
+            return json.loads((self.path / "spec.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
 
     def gpus(self) -> tuple[int, ...]:
         """The GPU indices the attempt runs on, as its spec says (none if unreadable)."""
@@ -97,7 +104,7 @@ class AttemptDir:
 
     def kill_leftovers(self) -> None:
         """Kill what is left of the job when its supervisor died without an outcome."""
-        cgroups.kill_leftover(f"{self.job_id}.{self.attempt}")
+        cgroups.kill_leftover(group_name(self.spec() or {"job_id": self.job_id, "attempt": self.attempt}))
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

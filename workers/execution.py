@@ -18,6 +18,7 @@ from overlay.launch import job_argv, log_path
 from overlay.logfmt import job_fields
 from overlay.model import Job
 from overlay.states import JobState
+from overlay.store import gangs
 from overlay.store import jobs as job_store
 from overlay.store.session import postgres_clock
 from workers import runner, supervision
@@ -31,14 +32,14 @@ Clock = Callable[[], datetime | None]
 
 
 def execute(
-    rt: Runtime, job_id: str, attempt: int, *, clock: Clock = postgres_clock
+    rt: Runtime, job_id: str, attempt: int, *, part: int = 0, clock: Clock = postgres_clock
 ) -> runner.Outcome | None:
-    """Run one attempt of a job on this node and record its end; how it ended, or None
-    if the message was stale or redelivered (then nothing happens).
+    """Run one attempt of a job (one ``part`` of a gang job) on this node and record its
+    end; how it ended, or None if the message was stale or redelivered (then nothing happens).
 
     Timestamps are Postgres's clock unless ``clock`` (tests) gives them.
     """
-    job = start(rt, job_id, attempt, now=clock())
+    job = start(rt, job_id, attempt, part=part, now=clock())
     if job is None:
         return None
     try:
@@ -47,9 +48,11 @@ def execute(
         rt.agent.unclaim(job_id, attempt)
 
 
-def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime | None = None) -> Job | None:
-    """PLACED -> RUNNING if this message is for the job's current attempt on this node;
-    None (and nothing changes) if the attempt is not this message's to start.
+def start(rt: Runtime, job_id: str, attempt: int, *, part: int = 0,
+          now: datetime | None = None) -> Job | None:
+    """PLACED -> RUNNING if this message is for the job's current attempt on this node (for
+    a gang job: the part starts, and the first part to start moves the job); None (and
+    nothing changes) if the attempt is not this message's to start.
 
     The attempt is claimed first, so that recovering a dead agent's attempts
     (workers/heartbeat.py) never takes a job this process is starting.
@@ -57,7 +60,7 @@ def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime | None = None
     rt.agent.claim(job_id, attempt)
     try:
         with rt.sessions.begin() as s:
-            job = job_store.start(s, job_id, attempt=attempt, node=rt.settings.node_name, now=now)
+            job = gangs.start(s, job_id, attempt=attempt, part=part, node=rt.settings.node_name, now=now)
     except (StaleAttempt, JobNotFound) as e:
         rt.agent.unclaim(job_id, attempt)
         log.info("job %s: ignoring run_job for attempt %s: %s", job_id, attempt, e.message,
@@ -74,8 +77,9 @@ def start(rt: Runtime, job_id: str, attempt: int, *, now: datetime | None = None
 def run_started(rt: Runtime, job: Job, *, clock: Clock = postgres_clock) -> runner.Outcome | None:
     """Run a started attempt to its end, holding its GPUs meanwhile, and record the end;
     None if this agent is stopping first (its supervisor goes on, the next agent reports it)."""
-    path = log_file(rt, job.job_id)
-    header = (f"=== overlay: {job.job_id} attempt {job.attempt} on {rt.settings.node_name}, "
+    path = log_file(rt, job.job_id, job.part)
+    which = f" part {job.part} of {job.spec.nodes}" if job.spec.nodes > 1 else ""
+    header = (f"=== overlay: {job.job_id} attempt {job.attempt}{which} on {rt.settings.node_name}, "
               f"CUDA_VISIBLE_DEVICES={','.join(map(str, job.gpus))} ===\n")
     rt.agent.hold(job.job_id, job.gpus)
     try:
@@ -91,8 +95,8 @@ def run_started(rt: Runtime, job: Job, *, clock: Clock = postgres_clock) -> runn
     return outcome
 
 
-def log_file(rt: Runtime, job_id: str) -> Path:
-    path = log_path(rt.settings.log_dir, job_id)
+def log_file(rt: Runtime, job_id: str, part: int = 0) -> Path:
+    path = log_path(rt.settings.log_dir, job_id, part)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -123,7 +127,7 @@ def report_found(rt: Runtime, directory: AttemptDir) -> None:
             return  # stopping: the next agent process reports it
         job = read_attempt(rt, directory)
         if job is not None:
-            record_end(rt, job, outcome, log_file(rt, job.job_id))
+            record_end(rt, job, outcome, log_file(rt, job.job_id, job.part))
         forget(rt, directory)
     finally:
         rt.agent.free(directory.job_id)
@@ -139,6 +143,8 @@ def read_attempt(rt: Runtime, directory: AttemptDir) -> Job | None:
         try:
             with rt.sessions() as s:
                 job = job_store.read_job(s, directory.job_id)
+                if job.spec.nodes > 1:  # the part of this node (a gang's parts are on distinct nodes)
+                    job = gangs.as_this_node(s, job, rt.settings.node_name)
             return replace(job, attempt=directory.attempt)
         except JobNotFound:
             return None
@@ -165,8 +171,13 @@ def record_end(
     while True:
         try:
             with rt.sessions.begin() as s:
-                ended = job_store.finish(s, job.job_id, attempt=job.attempt, target=target, now=clock(),
-                                         reason=outcome.reason, ending=ending)
+                if job.spec.nodes > 1:
+                    ended = gangs.finish_part(s, job.job_id, attempt=job.attempt, part=job.part,
+                                              target=target, now=clock(), reason=outcome.reason,
+                                              ending=ending)
+                else:
+                    ended = job_store.finish(s, job.job_id, attempt=job.attempt, target=target, now=clock(),
+                                             reason=outcome.reason, ending=ending)
             log_end(job, ended, outcome)
             return ended
         except (StaleAttempt, JobNotFound) as e:
@@ -195,8 +206,9 @@ def end_state(outcome: runner.Outcome) -> JobState:
 def release_attempt(rt: Runtime, job: Job) -> None:
     """Free what a superseded attempt still holds (reconcile frees it later if this fails)."""
     try:
-        with rt.sessions.begin() as s:
-            job_store.release_gpus(s, job.job_id, attempt=job.attempt)
+        with rt.sessions.begin() as s:  # a gang job's part: only this node's GPUs
+            job_store.release_gpus(s, job.job_id, attempt=job.attempt,
+                                   node=job.node if job.spec.nodes > 1 else None)
     except OperationalError as e:
         log.warning("job %s: could not free attempt %s's GPUs (%s); reconcile will", job.job_id,
                     job.attempt, e.orig)
@@ -208,6 +220,16 @@ def log_end(job: Job, ended: Job, outcome: runner.Outcome) -> None:
                         reason=outcome.reason, state=ended.state.value)
     log.info("job %s %s on %s (exit %s)%s", job.job_id, ended.state.value, job.node, outcome.exit_code,
              f": {outcome.reason}" if outcome.reason else "", extra=fields)
+
+
+def parts_to_stop(rt: Runtime, job_id: str, attempt: int, *, part: int) -> list[str]:
+    """The nodes whose parts of a gang job must stop now that this part ended: those still
+    running when the job has ended (a part failed or was cancelled); [] for other jobs."""
+    with rt.sessions() as s:
+        state, current = job_store.attempt_state(s, job_id)
+        if current != attempt or not state.terminal:
+            return []
+        return gangs.to_stop(s, job_id, attempt=attempt, besides=part)
 
 
 def jobs_waiting(rt: Runtime) -> bool:

@@ -16,6 +16,7 @@ from overlay.model import ProbeReport
 from overlay.retry import AGENT_RESTARTED, decide_retry
 from overlay.states import JobState
 from overlay.store import agents as agent_store
+from overlay.store import gangs
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from workers import supervision
@@ -112,6 +113,8 @@ def agent_health(rt: Runtime, report: ProbeReport) -> dict[str, Any]:
         "gpu_isolation": rt.agent.gpu_isolation,
         # A beat of an agent that got SIGTERM keeps the node out of placement.
         "stopping": rt.agent.stopping,
+        # A gang job's MASTER_ADDR when its rank 0 runs here (overlay/store/jobs.py place).
+        "address": rt.address,
         "pid": os.getpid(),
         "version": __version__,
     }
@@ -129,15 +132,18 @@ def check_attempts(rt: Runtime, *, now: datetime | None = None) -> bool:
     requeued = False
     node = rt.settings.node_name
     with rt.sessions.begin() as s:
-        for job in job_store.running_on(s, node):
+        for job in [*job_store.running_on(s, node), *gangs.running_parts_on(s, node)]:
             if rt.agent.runs(job.job_id, job.attempt) or supervision.attempt_dir(
                     rt, job.job_id, job.attempt).path.is_dir():
                 continue
             decision = decide_retry(job, cause=AGENT_RESTARTED)
             log.warning("job %s: %s", job.job_id, decision.reason, extra=job_fields(
                 job.job_id, node, state=decision.target.value, attempt=job.attempt))
-            job_store.transition(s, job.job_id, decision.target, now=now, reason=decision.reason,
-                                 attempt=job.attempt)
+            if job.spec.nodes > 1:  # the gang as one: its other parts' agents stop theirs
+                gangs.give_up(s, job, decision.target, reason=decision.reason, now=now, lost=node)
+            else:
+                job_store.transition(s, job.job_id, decision.target, now=now, reason=decision.reason,
+                                     attempt=job.attempt)
             requeued |= decision.target is JobState.QUEUED
         watched = rt.agent.claimed_now()
         current = agent_store.current_attempts(s, [job_id for job_id, _ in watched])

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from overlay.config import Settings
+from overlay.gang import MAX_NODES
 from overlay.launch import log_path
 from overlay.retention import retention_cutoff
 from overlay.store import counters
@@ -50,10 +51,14 @@ def housekeeping(sessions: sessionmaker[Session], settings: Settings, *,
     return Swept(deleted=tuple(deleted), logs_removed=removed)
 
 
-def _remove_log(log_dir: str, job_id: str) -> bool:
-    """Remove the job's log file if this host has it (another node's stays with that node)."""
-    try:
-        log_path(log_dir, job_id).unlink()
-    except FileNotFoundError:
-        return False
-    return True
+def _remove_log(log_dir: str, job_id: str) -> int:
+    """Remove the job's log files (a gang job's parts' too) this host has; how many (another
+    node's stay with that node)."""
+    removed = 0
+    for part in range(MAX_NODES):
+        try:
+            log_path(log_dir, job_id, part).unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from overlay.config import Settings
 from overlay.gpus import GpuProbe, open_probe
 from overlay.store.session import make_engine, make_sessionmaker
 from workers.queues import PassRequests
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,6 +111,12 @@ class Runtime:
         self.hostname = socket.gethostname()
 
     @cached_property
+    def address(self) -> str:
+        """How other nodes reach this one (a gang's MASTER_ADDR when its rank 0 runs here):
+        NODE_ADDRESS, else the address this host reaches the database from, else its hostname."""
+        return self.settings.node_address or route_address(self.settings.database_url) or self.hostname
+
+    @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(make_engine(self.settings.database_url))
 
@@ -124,3 +133,20 @@ class Runtime:
     @property
     def is_agent(self) -> bool:
         return bool(self.settings.node_name)
+
+
+def route_address(database_url: str) -> str | None:
+    """This host's address on the route to the database's host (a UDP socket is connected,
+    which sends nothing); None when it has no route or the URL names no host."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(database_url)
+        if not url.host:
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((socket.gethostbyname(url.host), url.port or 5432))
+            return str(probe.getsockname()[0])
+    except (OSError, ValueError) as e:
+        log.debug("no route address towards %s: %s", database_url.rpartition("@")[2], e)
+        return None

@@ -15,13 +15,13 @@ from overlay.errors import GpuTaken, InvalidTransition, StaleAttempt
 from overlay.fleet import Fleet, shape_of
 from overlay.liveness import expiry_window
 from overlay.logfmt import job_fields
-from overlay.model import Job, Placement
+from overlay.model import GangPlacement, Job, Placement
 from overlay.policies import get_policy
 from overlay.preemption import AwaitStop, Preemption, Stopping
 from overlay.queueing import Queued, plan_pass
 from overlay.quota import Admit
 from overlay.retry import decide_retry
-from overlay.store import cluster_state, sharing
+from overlay.store import cluster_state, gangs, sharing
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store import preemption as preemption_store
@@ -48,6 +48,7 @@ class RunJobMessage:
     job_id: str
     attempt: int
     node: str
+    part: int = 0  # which part of a gang job (overlay/gang.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,16 +111,17 @@ def schedule_pass(
                                   now=now, order=first, admit=holds.gate(admit)):
             if not isinstance(decision.outcome, Placement):
                 waiting[decision.job_id] = decision.outcome.reason
-                blocked.append(ready[decision.job_id])
+                if ready[decision.job_id].spec.nodes == 1:  # a gang preempts no one (yet)
+                    blocked.append(ready[decision.job_id])
                 continue
             try:
                 job = job_store.place(s, decision.job_id, decision.outcome, now=now,
-                                      borrowed=decision.borrowed)
+                                      borrowed=decision.borrowed,
+                                      ports=(settings.gang_port_min, settings.gang_port_max))
             except GpuTaken as e:
                 waiting[decision.job_id] = f"{e.message}; will retry"
                 continue
-            assert job.node is not None
-            messages.append(RunJobMessage(job_id=job.job_id, attempt=job.attempt, node=job.node))
+            messages += run_messages(job, decision.outcome)
             placed.append(job)
         done: list[Preemption] = []
         if settings.preemption == "on" and blocked:
@@ -222,6 +224,13 @@ def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, st
     return done
 
 
+def run_messages(job: Job, placement: Placement) -> list[RunJobMessage]:
+    """One run_job per part of the placed job (one for a one-node job)."""
+    parts = placement.parts if isinstance(placement, GangPlacement) else (placement,)
+    return [RunJobMessage(job_id=job.job_id, attempt=job.attempt, node=p.node, part=rank)
+            for rank, p in enumerate(parts)]
+
+
 def reconcile(
     sessions: sessionmaker[Session], settings: Settings, *, now: datetime | None = None
 ) -> list[RunJobMessage]:
@@ -240,12 +249,15 @@ def reconcile(
         if window.cutoff is not None:
             for name in node_store.expire_nodes(s, cutoff=window.cutoff):
                 log.warning("node %s is offline: no heartbeat for %ss", name, settings.node_ttl_s)
-        for job in job_store.active_on_offline_nodes(s):
+        for job in [*job_store.active_on_offline_nodes(s), *gangs.on_offline_nodes(s)]:
             retry_lost(s, job, now=now)
         job_store.release_stray_allocations(s, before=now - timedelta(seconds=STRAY_GRACE_S), now=now,
                                             grace_s=settings.preempt_grace_s)
-        stale = job_store.stale_placements(s, placed_before=now - timedelta(seconds=RESEND_AFTER_S))
-    return [RunJobMessage(job_id=j.job_id, attempt=j.attempt, node=j.node or "") for j in stale]
+        before = now - timedelta(seconds=RESEND_AFTER_S)
+        stale = job_store.stale_placements(s, placed_before=before)
+        parts = gangs.stale_parts(s, placed_before=before)
+    return ([RunJobMessage(job_id=j.job_id, attempt=j.attempt, node=j.node or "") for j in stale]
+            + [RunJobMessage(job_id=j, attempt=a, node=n, part=p) for j, a, p, n in parts])
 
 
 def retry_lost(session: Session, job: Job, *, now: datetime) -> None:
@@ -253,8 +265,11 @@ def retry_lost(session: Session, job: Job, *, now: datetime) -> None:
     committed its end, or it was cancelled or re-placed): then leave it as it is."""
     decision = decide_retry(job)
     try:
-        job_store.transition(session, job.job_id, decision.target, now=now, reason=decision.reason,
-                             attempt=job.attempt)
+        if job.spec.nodes > 1:  # the gang as one; its parts on live nodes are stopped by their agents
+            gangs.give_up(session, job, decision.target, reason=decision.reason, now=now)
+        else:
+            job_store.transition(session, job.job_id, decision.target, now=now, reason=decision.reason,
+                                 attempt=job.attempt)
     except (InvalidTransition, StaleAttempt) as e:
         log.info("job %s: not retried, it moved on: %s", job.job_id, e.message)
         return

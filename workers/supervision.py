@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from overlay.errors import ConfigError
+from overlay.gang import Rendezvous
 from overlay.launch import job_argv, job_env, log_truncated_marker
 from overlay.model import Job
 from overlay.store import agents as agent_store
@@ -44,19 +45,27 @@ def spec_of(rt: Runtime, job: Job, log_path: Path, header: str) -> dict[str, Any
     # Built from scratch: of the agent's environment only PATH and the locale (no
     # database URL, token or password), then the job's user's HOME, USER and LOGNAME.
     env = job_env(job.spec, job.gpus, agent_env={k: v for k, v in os.environ.items() if k in PASSED_ENV},
-                  attempt=job.attempt)
+                  attempt=job.attempt, rendezvous=rendezvous_of(job))
     name, home = user_entry(user)
     env.update(HOME=home, USER=name, LOGNAME=name)
     # Made (``OVERLAY_PREEMPTED=1``) just before the SIGTERM of a preemption: a job that
     # traps SIGTERM tells a preemption (checkpoint, it runs again) from a cancel or timeout.
     env[PREEMPT_FILE_ENV] = str(attempt_dir(rt, job.job_id, job.attempt).notice.resolve())
     return {
-        "job_id": job.job_id, "attempt": job.attempt, "argv": job_argv(job.spec), "env": env,
+        "job_id": job.job_id, "attempt": job.attempt, "part": job.part, "argv": job_argv(job.spec),
+        "env": env,
         "user": user, "log_path": str(log_path), "log_max_bytes": s.log_max_bytes,
         "log_marker": log_truncated_marker(s.log_max_bytes), "header": header,
         "timeout_s": job.spec.timeout_s, "memory_mb": job.spec.memory_mb, "gpus": list(job.gpus),
         "device_dir": s.device_dir, "gpu_isolation": rt.agent.gpu_isolation, "fence_s": s.fence_s,
     }
+
+
+def rendezvous_of(job: Job) -> Rendezvous | None:
+    """Where a gang job's parts meet (None for a one-node job)."""
+    if job.spec.nodes <= 1 or job.master_addr is None or job.master_port is None:
+        return None
+    return Rendezvous(master_addr=job.master_addr, master_port=job.master_port, rank=job.part)
 
 
 def user_entry(user: str | None) -> tuple[str, str]:

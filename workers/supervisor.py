@@ -209,6 +209,13 @@ class Job:
         self.group.kill(self.pid, grace_s=self.spec.get("kill_grace_s", KILL_GRACE_S), reap=self.reap)
 
 
+def group_name(spec: dict[str, Any]) -> str:
+    """The attempt's cgroup: ``<job_id>.<attempt>``, and ``.part<K>`` for part K > 0 of a gang
+    job (two parts' agents may share a host's cgroup tree)."""
+    part = spec.get("part") or 0
+    return f"{spec['job_id']}.{spec['attempt']}" + (f".part{part}" if part else "")
+
+
 def run(directory: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """Run the attempt to its end; the outcome to record."""
     # Device rules only where the agent chose the devices cgroup (a spec without a choice was
@@ -223,7 +230,7 @@ def run(directory: Path, spec: dict[str, Any]) -> dict[str, Any]:
     except OSError as e:
         return {"exit_code": None, "reason": f"cannot write log {spec['log_path']}: {e}"}
     try:
-        group = cgroups.open_group(f"{spec['job_id']}.{spec['attempt']}", limits)
+        group = cgroups.open_group(group_name(spec), limits)
     except OSError as e:
         log.write(f"overlay: {e}\n".encode())
         return {"exit_code": None, "reason": str(e)}

@@ -60,13 +60,15 @@ def housekeep() -> int:
 
 
 @app.task(name=RUN_JOB_TASK)
-def run_job(job_id: str, attempt: int) -> str | None:
-    """Run one attempt of a job on this agent's node (a stale message does nothing)."""
+def run_job(job_id: str, attempt: int, part: int = 0) -> str | None:
+    """Run one attempt of a job (one ``part`` of a gang job) on this agent's node (a stale
+    message does nothing)."""
     if app.runtime.agent.stopping:
         raise Reject("agent stopping", requeue=True)  # the next agent process takes it
-    outcome = execution.execute(app.runtime, job_id, attempt)
+    outcome = execution.execute(app.runtime, job_id, attempt, part=part)
     if outcome is None:
         return "ignored: stale or repeated message"
+    stop_parts(job_id, attempt, execution.parts_to_stop(app.runtime, job_id, attempt, part=part))
     if execution.jobs_waiting(app.runtime):  # its GPUs and slot are free: what waits may fit now
         request_pass()
     return outcome.reason or "exit 0"
@@ -112,6 +114,15 @@ def lost_messages(stale: list[scheduler.RunJobMessage]) -> list[scheduler.RunJob
     return lost
 
 
+def stop_parts(job_id: str, attempt: int, nodes: list[str]) -> None:
+    """A gang job ended with a part failed or cancelled: its other parts' agents stop theirs
+    now (their heartbeat check would, a beat later)."""
+    for node in nodes:
+        cancel.apply_async((job_id, attempt), queue=assign_queue(node))
+    if nodes:
+        log.info("job %s: stopping its parts on %s", job_id, ", ".join(nodes))
+
+
 def send_run_jobs(messages: Iterable[scheduler.RunJobMessage]) -> None:
     messages = list(messages)
     if not messages:
@@ -119,8 +130,12 @@ def send_run_jobs(messages: Iterable[scheduler.RunJobMessage]) -> None:
     with app.producer_or_acquire() as producer:  # one broker connection for the whole batch
         for m in messages:
             # argsrepr is what Flower's task list and `celery events` show: which job, which attempt.
-            run_job.apply_async((m.job_id, m.attempt), queue=assign_queue(m.node), producer=producer,
-                                argsrepr=f"job_id={m.job_id!r}, attempt={m.attempt}")
+            # A gang job's part goes as a third argument; a one-node job's message is as it always was.
+            args: tuple[str | int, ...] = (m.job_id, m.attempt)
+            shown = f"job_id={m.job_id!r}, attempt={m.attempt}"
+            if m.part:
+                args, shown = (*args, m.part), f"{shown}, part={m.part}"
+            run_job.apply_async(args, queue=assign_queue(m.node), producer=producer, argsrepr=shown)
 
 
 def send_preempts(messages: Iterable[scheduler.PreemptMessage]) -> None:

@@ -8,21 +8,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import TextClause, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from overlay.errors import DuplicateJob, GpuTaken, JobNotFound, StaleAttempt
+from overlay.gang import PORT_RANGE, pick_port
 from overlay.identity import Caller
-from overlay.model import Job, JobEvent, JobSpec, NodeState, Placement
+from overlay.model import GangPlacement, Job, JobEvent, JobSpec, NodeState, Placement
 from overlay.states import TIMESTAMP_OF, JobState, check_transition
 from overlay.store import counters, stats, usage
 from overlay.store.session import resolve_now
-from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
+from overlay.store.tables import GpuAllocationRow, JobEventRow, JobPartRow, JobRow, NodeRow
 
 # JobSpec fields stored as they are; cmd, env and node_selector change container type.
 SCALAR_SPEC_FIELDS = ("job_id", "image", "gpus", "gpu_memory_mb", "gpu_model", "priority",
-                      "timeout_s", "max_retries", "memory_mb", "array_id", "array_index", "preemptible")
+                      "timeout_s", "max_retries", "memory_mb", "array_id", "array_index", "preemptible",
+                      "nodes")
 
 
 def to_spec(row: JobRow) -> JobSpec:
@@ -64,6 +66,8 @@ def to_job(row: JobRow) -> Job:
         preemptions=row.preemptions,
         preempted_by=row.preempted_by,
         preempted_at=row.preempted_at,
+        master_addr=row.master_addr,
+        master_port=row.master_port,
     )
 
 
@@ -255,8 +259,22 @@ def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job
     row = get_job(session, job_id, lock=True)
     # A preempted job (QUEUED) may still be stopping on its node: its GPUs go when it has.
     stopping = row.state is JobState.QUEUED and row.preempted_by is not None
-    return _move(session, row, JobState.CANCELLED, now=now, reason="cancelled by user",
-                 keep_gpus=row.state is JobState.RUNNING or stopping)
+    job = _move(session, row, JobState.CANCELLED, now=now, reason="cancelled by user",
+                keep_gpus=row.state is JobState.RUNNING or stopping)
+    end_unstarted_parts(session, row, now=now)
+    return job
+
+
+def end_unstarted_parts(session: Session, row: JobRow, *, now: datetime | None) -> None:
+    """A gang job ended (or went back to the queue): its parts that never started never
+    will; they end CANCELLED and their GPUs are freed now (a running part's agent frees its own)."""
+    if row.nodes <= 1:
+        return
+    unstarted = session.scalars(select(JobPartRow).where(
+        JobPartRow.job_id == row.job_id, JobPartRow.attempt == row.attempt, JobPartRow.state == "PLACED"))
+    for part in unstarted:
+        part.state, part.reason, part.finished_at = JobState.CANCELLED.value, "never started", now
+        release_gpus(session, row.job_id, attempt=row.attempt, node=part.node, now=now)
 
 
 def preempt(session: Session, job_id: str, *, attempt: int, by: str, now: datetime | None = None) -> Job:
@@ -285,9 +303,10 @@ def note(session: Session, job: Job, reason: str, *, now: datetime | None = None
 
 
 def place(session: Session, job_id: str, placement: Placement, *, now: datetime | None = None,
-          borrowed: bool = False) -> Job:
+          borrowed: bool = False, ports: tuple[int, int] = PORT_RANGE) -> Job:
     """Record a placement: hold the GPUs, then QUEUED -> PLACED with a new attempt
-    (``borrowed``: on idle GPUs beyond the account's quota).
+    (``borrowed``: on idle GPUs beyond the account's quota). A GangPlacement holds every
+    part's GPUs or none, records its parts and picks its MASTER_PORT from ``ports``.
 
     Raises GpuTaken if another job holds one of the GPUs (the allocations'
     primary key is the last word on double-booking), JobNotFound, InvalidTransition.
@@ -295,21 +314,39 @@ def place(session: Session, job_id: str, placement: Placement, *, now: datetime 
     row = get_job(session, job_id, lock=True)
     check_transition(job_id, row.state, JobState.PLACED)
     now = resolve_now(session, now)
-    if placement.gpus:
+    parts = placement.parts if isinstance(placement, GangPlacement) else (placement,)
+    held = [dict(node=p.node, gpu_index=i, job_id=job_id, attempt=row.attempt + 1, allocated_at=now)
+            for p in parts for i in p.gpus]
+    if held:
         try:
             with session.begin_nested():
-                session.execute(
-                    insert(GpuAllocationRow),
-                    [
-                        dict(node=placement.node, gpu_index=i, job_id=job_id,
-                             attempt=row.attempt + 1, allocated_at=now)
-                        for i in placement.gpus
-                    ],
-                )
+                session.execute(insert(GpuAllocationRow), held)
         except IntegrityError as e:
             raise GpuTaken(node=placement.node, gpus=placement.gpus) from e
     row.borrowed = borrowed
+    if isinstance(placement, GangPlacement):
+        _place_parts(session, row, placement, now=now, ports=ports)
     return _placed(session, row, placement, now=now)
+
+
+def _place_parts(session: Session, row: JobRow, gang: GangPlacement, *, now: datetime,
+                 ports: tuple[int, int]) -> None:
+    """A gang's parts for its next attempt, and where they meet: rank 0's address as its
+    agent reports it, and a port no other gang with its rank 0 on that node uses now."""
+    attempt = row.attempt + 1
+    session.execute(delete(JobPartRow).where(JobPartRow.job_id == row.job_id))
+    session.execute(insert(JobPartRow), [
+        dict(job_id=row.job_id, part=rank, attempt=attempt, node=p.node, gpu_indices=list(p.gpus),
+             state=JobState.PLACED.value, log_tail="") for rank, p in enumerate(gang.parts)])
+    node = session.execute(select(NodeRow.hostname, NodeRow.agent_health)
+                           .where(NodeRow.name == gang.node)).one_or_none()
+    health = (node[1] or {}) if node else {}
+    row.master_addr = str(health.get("address") or (node[0] if node else "") or gang.node)
+    taken = session.scalars(select(JobRow.master_port).where(
+        JobRow.node == gang.node, JobRow.state.in_([JobState.PLACED, JobState.RUNNING]),
+        JobRow.master_port.is_not(None), JobRow.job_id != row.job_id)).all()
+    row.master_port = pick_port(row.job_id, attempt, taken={t for t in taken if t is not None},
+                                low=ports[0], high=ports[1])
 
 
 def _placed(session: Session, row: JobRow, placement: Placement, *, now: datetime) -> Job:
@@ -346,11 +383,11 @@ def set_waiting_reasons(session: Session, reasons: dict[str, str]) -> None:
         )
 
 
-def release_gpus(session: Session, job_id: str, *, attempt: int | None = None,
+def release_gpus(session: Session, job_id: str, *, attempt: int | None = None, node: str | None = None,
                  now: datetime | None = None) -> None:
-    """Free the job's GPUs (only those of ``attempt``, if given), recording each freed
-    attempt's GPU-seconds up to ``now`` (overlay/store/usage.py) in this transaction."""
-    usage.release(session, job_id, attempt=attempt, now=now)
+    """Free the job's GPUs (only those of ``attempt`` and ``node``, if given), recording each
+    freed attempt's GPU-seconds up to ``now`` (overlay/store/usage.py) in this transaction."""
+    usage.release(session, job_id, attempt=attempt, node=node, now=now)
 
 
 def finish(
@@ -382,21 +419,23 @@ def finish(
 
 
 def active_on_offline_nodes(session: Session) -> list[Job]:
-    """PLACED or RUNNING jobs whose node is offline or unknown."""
+    """PLACED or RUNNING one-node jobs whose node is offline or unknown (a gang job's
+    parts: overlay/store/gangs.py ``on_offline_nodes``)."""
     live = select(NodeRow.name).where(NodeRow.state == NodeState.ONLINE.value)
     rows = session.scalars(
         select(JobRow)
-        .where(JobRow.state.in_([JobState.PLACED, JobState.RUNNING]))
+        .where(JobRow.state.in_([JobState.PLACED, JobState.RUNNING]), JobRow.nodes == 1)
         .where(JobRow.node.not_in(live))
     )
     return [to_job(r) for r in rows]
 
 
 def running_on(session: Session, node: str) -> list[Job]:
-    """RUNNING jobs on ``node``, their rows locked for this transaction."""
+    """RUNNING one-node jobs on ``node``, their rows locked for this transaction (a gang
+    job's parts: overlay/store/gangs.py ``running_parts_on``)."""
     rows = session.scalars(
         select(JobRow)
-        .where(JobRow.state == JobState.RUNNING, JobRow.node == node)
+        .where(JobRow.state == JobState.RUNNING, JobRow.node == node, JobRow.nodes == 1)
         .order_by(JobRow.job_id)  # locks in job_id order, as a pass's preemption takes them
         .with_for_update()
     )
@@ -404,10 +443,11 @@ def running_on(session: Session, node: str) -> list[Job]:
 
 
 def stale_placements(session: Session, *, placed_before: datetime) -> list[Job]:
-    """PLACED jobs whose run_job has not started them since ``placed_before``."""
+    """PLACED one-node jobs whose run_job has not started them since ``placed_before``
+    (a gang job's parts: overlay/store/gangs.py ``stale_parts``)."""
     rows = session.scalars(
         select(JobRow)
-        .where(JobRow.state == JobState.PLACED)
+        .where(JobRow.state == JobState.PLACED, JobRow.nodes == 1)
         .where(JobRow.placed_at < placed_before)
     )
     return [to_job(r) for r in rows]

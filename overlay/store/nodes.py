@@ -15,7 +15,7 @@ from overlay.liveness import silence_cutoff
 from overlay.model import GpuDevice, NodeInfo, NodeSnapshot, NodeState, ProbeReport
 from overlay.states import JobState
 from overlay.store.session import resolve_now
-from overlay.store.tables import GpuAllocationRow, GpuRow, JobRow, NodeRow
+from overlay.store.tables import GpuAllocationRow, GpuRow, JobPartRow, JobRow, NodeRow
 
 GPU_FIELDS = (
     "uuid", "name", "memory_total_mb", "memory_used_mb", "memory_free_mb",
@@ -116,6 +116,12 @@ def node_infos(
     running: dict[str, int] = dict(session.execute(  # type: ignore[arg-type]
         select(JobRow.node, func.count()).where(JobRow.state.in_(active)).group_by(JobRow.node)
     ).all())
+    # A gang job's parts beyond rank 0 take a job slot on their own nodes too.
+    for node, count in session.execute(
+            select(JobPartRow.node, func.count()).join(JobRow, JobRow.job_id == JobPartRow.job_id)
+            .where(JobRow.state.in_(active), JobPartRow.attempt == JobRow.attempt, JobPartRow.part > 0,
+                   JobPartRow.state.in_(active)).group_by(JobPartRow.node)):
+        running[node] = running.get(node, 0) + count
     return [_info(n, gpus[n.name], holders[n.name], cutoff, running.get(n.name, 0)) for n in nodes]
 
 

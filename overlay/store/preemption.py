@@ -15,12 +15,13 @@ from overlay.store.tables import GpuAllocationRow, JobRow
 
 
 def candidates(session: Session, *, now: datetime) -> list[Candidate]:
-    """Every RUNNING job holding GPUs, preemptible or not (the plan judges), with the
-    GPU-seconds it has run this attempt."""
+    """Every RUNNING one-node job holding GPUs, preemptible or not (the plan judges), with the
+    GPU-seconds it has run this attempt. Gang jobs are never victims: stopping one frees
+    GPUs on several nodes, which the plan (one node per preemptor) does not weigh."""
     rows = session.execute(
         select(JobRow.job_id, JobRow.attempt, JobRow.node, JobRow.gpu_indices, JobRow.priority,
                JobRow.borrowed, JobRow.preemptible, JobRow.account, JobRow.started_at)
-        .where(JobRow.state == JobState.RUNNING, JobRow.node.is_not(None)))
+        .where(JobRow.state == JobState.RUNNING, JobRow.node.is_not(None), JobRow.nodes == 1))
     return [Candidate(job_id=job_id, attempt=attempt, node=node, gpus=tuple(gpus), priority=priority,
                       borrowed=borrowed, preemptible=preemptible, account=account,
                       gpu_seconds=len(gpus) * max((now - (started or now)).total_seconds(), 0.0))

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from overlay.reservation import Running, ends_at
 from overlay.states import JobState
-from overlay.store.tables import JobRow
+from overlay.store.tables import JobPartRow, JobRow
 
 HOLDING = (JobState.PLACED.value, JobState.RUNNING.value)
 
@@ -20,5 +20,11 @@ def running_jobs(session: Session, *, now: datetime) -> list[Running]:
     rows = session.execute(
         select(JobRow.node, JobRow.gpu_indices, JobRow.started_at, JobRow.timeout_s)
         .where(JobRow.state.in_(HOLDING), JobRow.node.is_not(None)))
+    # A gang job's parts beyond rank 0 (whose node and GPUs are the job row's).
+    parts = session.execute(
+        select(JobPartRow.node, JobPartRow.gpu_indices, JobRow.started_at, JobRow.timeout_s)
+        .join(JobRow, JobRow.job_id == JobPartRow.job_id)
+        .where(JobRow.state.in_(HOLDING), JobPartRow.attempt == JobRow.attempt, JobPartRow.part > 0,
+               JobPartRow.state.in_(HOLDING)))
     return [Running(node=node, gpus=tuple(gpus), ends_at=ends_at(started or now, timeout_s))
-            for node, gpus, started, timeout_s in rows]
+            for node, gpus, started, timeout_s in [*rows, *parts]]

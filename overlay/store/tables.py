@@ -76,6 +76,11 @@ class JobRow(Base):
     # The job the current attempt was preempted for, and when (NULL once placed again).
     preempted_by: Mapped[str | None] = mapped_column(String(128))
     preempted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A gang job (overlay/gang.py): its node count, and its current attempt's rendezvous
+    # (rank 0's address and port); `node` and `gpu_indices` are rank 0's, job_parts has all.
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    master_addr: Mapped[str | None] = mapped_column(String(255))
+    master_port: Mapped[int | None] = mapped_column(Integer)
     # A task of a job array: its array (arrays.array_id) and index; NULL for other jobs.
     array_id: Mapped[str | None] = mapped_column(String(128))
     array_index: Mapped[int | None] = mapped_column(Integer)
@@ -87,6 +92,27 @@ class JobRow(Base):
     log_tail: Mapped[str] = mapped_column(Text, default="")
     enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     placed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobPartRow(Base):
+    """One part (rank) of a gang job's current attempt: its node, GPUs and how it ended.
+    Placing the job again replaces its rows."""
+
+    __tablename__ = "job_parts"
+    __table_args__ = (Index("ix_job_parts_node", "node"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(128))
+    gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
+    # PLACED, RUNNING, then how it ended (DONE, FAILED or CANCELLED).
+    state: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -265,8 +291,8 @@ class ApiTokenRow(Base):
 
 
 class AttemptUsageRow(Base):
-    """Accounting: the GPU-seconds one attempt held (GPUs × placement to release), written
-    in the transaction that released its GPUs. No foreign key: usage outlives the job."""
+    """Accounting: the GPU-seconds one attempt held on one node (GPUs × placement to
+    release), written in the transaction that released its GPUs. No foreign key: usage outlives the job."""
 
     __tablename__ = "attempt_usage"
     __table_args__ = (Index("ix_attempt_usage_ended_at", "ended_at"),)
@@ -275,7 +301,8 @@ class AttemptUsageRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_name: Mapped[str] = mapped_column(String(128))
     account: Mapped[str] = mapped_column(String(128))
-    node: Mapped[str] = mapped_column(String(128))
+    # A gang job's attempt has a row per node (each part's GPUs are released on its own).
+    node: Mapped[str] = mapped_column(String(128), primary_key=True)
     gpu_model: Mapped[str] = mapped_column(String(255))
     gpus: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -23,6 +23,7 @@ RELEASE = text("""
 WITH freed AS (
   DELETE FROM gpu_allocations
   WHERE job_id = :job_id AND (CAST(:attempt AS integer) IS NULL OR attempt = :attempt)
+    AND (CAST(:node AS varchar) IS NULL OR node = :node)
   RETURNING node, gpu_index, job_id, attempt, allocated_at
 ), ended AS (
   SELECT coalesce(CAST(:now AS timestamptz), clock_timestamp()) AS at
@@ -35,21 +36,22 @@ WITH freed AS (
   FROM freed f JOIN jobs j ON j.job_id = f.job_id CROSS JOIN ended e
   LEFT JOIN gpus g ON g.node = f.node AND g.index = f.gpu_index
   GROUP BY f.job_id, f.attempt, f.node, j.user_name, j.account, e.at
-  ON CONFLICT (job_id, attempt) DO NOTHING
+  ON CONFLICT (job_id, attempt, node) DO NOTHING
   RETURNING account, user_name, gpu_seconds
 )
 INSERT INTO usage_totals (account, user_name, gpu_seconds)
 SELECT account, user_name, sum(gpu_seconds) FROM used GROUP BY account, user_name
 ON CONFLICT (account, user_name) DO UPDATE SET gpu_seconds = usage_totals.gpu_seconds + excluded.gpu_seconds
 """).bindparams(bindparam("job_id", type_=String()), bindparam("attempt", type_=Integer()),
+                bindparam("node", type_=String()),
                 bindparam("now", type_=DateTime(timezone=True)))
 
 
-def release(session: Session, job_id: str, *, attempt: int | None = None,
+def release(session: Session, job_id: str, *, attempt: int | None = None, node: str | None = None,
             now: datetime | None = None) -> None:
-    """Free the job's GPUs (those of ``attempt`` if given) and record what each freed
-    attempt used, ended at ``now`` (Postgres's clock unless given)."""
-    session.execute(RELEASE, {"job_id": job_id, "attempt": attempt, "now": now})
+    """Free the job's GPUs (those of ``attempt`` and of ``node`` if given: one part of a gang
+    job) and record what each freed attempt used, ended at ``now`` (Postgres's clock unless given)."""
+    session.execute(RELEASE, {"job_id": job_id, "attempt": attempt, "node": node, "now": now})
 
 
 @dataclass(frozen=True, kw_only=True)
