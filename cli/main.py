@@ -116,6 +116,8 @@ def main(ctx: click.Context, api: str, token: str) -> None:
 
 @main.command(context_settings={"allow_interspersed_args": False})
 @click.option("--gpus", type=click.IntRange(min=0), help="GPUs on one node (default 0: CPU only).")
+@click.option("--nodes", type=click.IntRange(1, 64),
+              help="A gang job: this many parts, each on its own node with --gpus GPUs (default 1).")
 @click.option("--gpu-memory", callback=scaled(UNITS_MIB, "a memory size like 40G or 40000"),
               help="Minimum memory of each GPU: MiB, or 40G.")
 @click.option("--gpu-model", help="Part of the GPU name, e.g. a100 or H100.")
@@ -167,6 +169,7 @@ def submit_body(cmd: tuple[str, ...], **o: Any) -> dict[str, Any]:
     """The POST /api/jobs body: only what was given, so the API's defaults apply."""
     body: dict[str, Any] = {
         "cmd": list(cmd), "job_id": o["job_id"], "image": o["image"], "gpus": o["gpus"],
+        "nodes": o.get("nodes"),
         "gpu_memory_mb": o["gpu_memory"], "gpu_model": o["gpu_model"], "priority": o["priority"],
         "timeout_s": o["timeout"], "max_retries": o["max_retries"], "account": o.get("account"),
         "node_selector": o["labels"] or None, "env": o["env"] or None, "array": o.get("array"),
@@ -266,15 +269,22 @@ def list_jobs(client: Client, state: str | None, limit: int, as_json: bool, idle
 @main.command()
 @click.argument("job_id", required=False)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
+@click.option("--part", type=click.IntRange(min=0), default=0, show_default=True,
+              help="A gang job's part (its NODE_RANK) whose output to show.")
 @click.pass_obj
-def logs(client: Client, job_id: str | None, follow: bool) -> None:
+def logs(client: Client, job_id: str | None, follow: bool, part: int) -> None:
     """A job's output (without JOB_ID: the newest job's)."""
     if job_id is None:
         job_id = newest_job(client)
     if not follow:
-        click.echo(client.get(f"/api/jobs/{job_id}/logs").text, nl=False)
+        click.echo(client.get(f"/api/jobs/{job_id}/logs", params=part_param(part)).text, nl=False)
         return
-    follow_logs(client, job_id)
+    follow_logs(client, job_id, part)
+
+
+def part_param(part: int) -> dict[str, int]:
+    """``?part=`` only when asked for, so a server without gang jobs still answers."""
+    return {"part": part} if part else {}
 
 
 def newest_job(client: Client) -> str:
@@ -285,7 +295,7 @@ def newest_job(client: Client) -> str:
     return str(jobs[0]["job_id"])
 
 
-def follow_logs(client: Client, job_id: str) -> None:
+def follow_logs(client: Client, job_id: str, part: int = 0) -> None:
     """Print new output as it comes; stop once the job has ended and everything is out.
 
     The state is read before the output, so output read after a terminal state is all there is.
@@ -297,17 +307,17 @@ def follow_logs(client: Client, job_id: str) -> None:
         if job["state"] != last:
             click.echo(render.progress(job, time.monotonic() - started), err=True)
             last = job["state"]
-        offset = drain(client, job_id, offset, decoder)
+        offset = drain(client, job_id, offset, decoder, part)
         if job["state"] in render.TERMINAL:
             click.echo(decoder.decode(b"", final=True), nl=False)
             return
         job = poll(client, job_id)
 
 
-def drain(client: Client, job_id: str, offset: int, decoder: codecs.IncrementalDecoder) -> int:
+def drain(client: Client, job_id: str, offset: int, decoder: codecs.IncrementalDecoder, part: int = 0) -> int:
     """Print the output from ``offset`` until none is left; the new offset."""
     while True:
-        chunk = client.get(f"/api/jobs/{job_id}/logs", params={"offset": offset}).content
+        chunk = client.get(f"/api/jobs/{job_id}/logs", params={"offset": offset, **part_param(part)}).content
         if not chunk:
             return offset
         offset += len(chunk)

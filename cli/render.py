@@ -88,6 +88,8 @@ def progress(job: Mapping[str, Any], elapsed: float) -> str:
 def wants(request: Mapping[str, Any]) -> str:
     """What a job asked for, in a few words."""
     parts = [f"{request.get('gpus', 0)} GPU(s)"]
+    if (request.get("nodes") or 1) > 1:
+        parts[0] += f" on each of {request['nodes']} nodes"
     if request.get("gpu_memory_mb"):
         parts.append(f">= {request['gpu_memory_mb']} MiB each")
     if request.get("gpu_model"):
@@ -113,6 +115,8 @@ def job_lines(job: Mapping[str, Any], now: datetime | None = None) -> list[str]:
         *[(name, _stamp(ts.get(name), now)) for name in ("enqueued", "placed", "started", "finished")],
         ("cmd", shlex.join(request.get("cmd") or [])), ("image", request.get("image") or "(host)"),
         ("wants", wants(request)),
+        *([("meets at", f"{job['master_addr']}:{job['master_port']}")] if job.get("master_port") else []),
+        *[(f"part {p['part']}", part_line(p)) for p in job.get("parts") or []],
     ]
     return [f"{name:<9} {value}" for name, value in pairs]
 
@@ -134,6 +138,13 @@ def event_rows(events: Sequence[Mapping[str, Any]], now: datetime) -> list[list[
         rows.append([_stamp(e["at"], now), move if move != "submitted" else "-> QUEUED", str(e["attempt"]),
                      place, e.get("reason") or "-"])
     return rows
+
+
+def part_line(part: Mapping[str, Any]) -> str:
+    """``node-b GPUs 0,1  FAILED (exit 3)``: where a gang job's part runs and how it ended."""
+    gpus = ",".join(map(str, part.get("gpus") or [])) or "-"
+    code = f" (exit {part['exit_code']})" if part.get("exit_code") is not None else ""
+    return f"{part['node']} GPUs {gpus}  {part['state']}{code}"
 
 
 def owner(job: Mapping[str, Any]) -> str:

@@ -18,12 +18,13 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import Forbidden
 
 from overlay import dependencies as dependency_rules
+from overlay.errors import InvalidField
 from overlay.identity import check_may_see, submit_account
 from overlay.launch import LOG_TRUNCATED, log_path
 from overlay.logfmt import job_fields
 from overlay.model import Job, JobSpec
 from overlay.states import JobState
-from overlay.store import dependencies, sharing
+from overlay.store import dependencies, gangs, sharing
 from overlay.store import jobs as store
 from overlay.store.session import resolve_now
 from web import arrays
@@ -39,7 +40,7 @@ from web.schemas import (
     JobSubmitSchema,
     JobWaitQuerySchema,
 )
-from web.views import job_view
+from web.views import job_view, part_view
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/jobs", description="Jobs")
 log = logging.getLogger(__name__)
@@ -120,14 +121,14 @@ class JobById(MethodView):
         """
         svc = deps()
         if not query.get("wait"):
-            return with_efficiency(shown(read_job(job_id)))
+            return with_parts(with_efficiency(shown(read_job(job_id))))
         deadline = time.monotonic() + query["wait"]
         with svc.waiter.watch(job_id) as ended:
             while True:
                 job = read_job(job_id)
                 left = deadline - time.monotonic()
                 if job.state.terminal or left <= 0:
-                    return with_efficiency(shown(job))
+                    return with_parts(with_efficiency(shown(job)))
                 # Woken when the job ends; the periodic re-read only guards against a lost NOTIFY.
                 ended.wait(min(left, RECHECK_S * random.uniform(0.5, 1.0)))
                 ended.clear()
@@ -143,6 +144,14 @@ class JobEvents(MethodView):
         read_job(job_id)  # the caller's, or 403
         with deps().transaction() as s:
             return [asdict(e) | {"gpus": list(e.gpus)} for e in store.history(s, job_id)]
+
+
+def with_parts(view: dict[str, Any]) -> dict[str, Any]:
+    """A gang job's view with its parts (None for a one-node job)."""
+    if view["nodes"] <= 1:
+        return {**view, "parts": None}
+    with deps().transaction() as s:
+        return {**view, "parts": [part_view(p) for p in gangs.parts(s, view["job_id"])]}
 
 
 def read_job(job_id: str) -> Job:
@@ -179,14 +188,19 @@ class JobLogs(MethodView):
                                                "says whether LOG_MAX_BYTES cut it",
                                  "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def get(self, query: dict[str, int], job_id: str) -> Response:
-        """The job's combined stdout and stderr, streamed (``?offset=&limit=`` in bytes)."""
+        """The job's combined stdout and stderr, streamed (``?offset=&limit=`` in bytes; a gang
+        job's part with ``?part=``, rank 0's by default)."""
         svc = deps()
-        read_job(job_id)  # the caller's, or 403
+        job = read_job(job_id)  # the caller's, or 403
+        part = query.get("part", 0)
+        if part >= job.spec.nodes:
+            raise InvalidField("part", f"job {job_id} has {job.spec.nodes} part"
+                                       f"{'' if job.spec.nodes == 1 else 's'}: 0..{job.spec.nodes - 1}")
         with svc.transaction() as s:
-            tail = store.log_tail(s, job_id)
+            tail = gangs.part_log_tail(s, job_id, part) if part else store.log_tail(s, job_id)
         offset = query.get("offset", 0)
         limit = query.get("limit", MAX_LOG_CHUNK if "offset" in query else None)
-        path = log_path(svc.settings.log_dir, job_id)
+        path = log_path(svc.settings.log_dir, job_id, part)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:  # no file (another node's, or removed): the stored tail
@@ -233,8 +247,11 @@ class JobCancel(MethodView):
         read_job(job_id)  # the caller's, or 403
         with svc.transaction() as s:
             job = store.cancel(s, job_id, now=svc.clock())
-        if job.node is not None and job.attempt:
-            svc.dispatcher.cancel(job.node, job_id, job.attempt)
+            # A gang job's parts that run, each on its node (rank 0's is the job's node).
+            nodes = gangs.to_stop(s, job_id, attempt=job.attempt) if job.spec.nodes > 1 else [job.node]
+        for node in nodes if job.attempt else []:
+            if node is not None:
+                svc.dispatcher.cancel(node, job_id, job.attempt)
         log.info("job %s cancelled by user", job_id,
                  extra=job_fields(job_id, job.node, state=job.state.value, attempt=job.attempt))
         return job_view(job)

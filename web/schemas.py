@@ -17,6 +17,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from overlay import arrays
 from overlay.dependencies import Kind
+from overlay.gang import MAX_NODES
 from overlay.launch import RESERVED_ENV
 from overlay.policies import SUPPORTED
 from overlay.states import JobState
@@ -150,6 +151,11 @@ class JobSubmitSchema(Schema):
     timeout_s = StrictInt(load_default=None, allow_none=True,
                           validate=validate.Range(min=1, max=30 * 24 * 3600))
     max_retries = StrictInt(load_default=0, validate=validate.Range(min=0, max=100))
+    nodes = StrictInt(load_default=1, validate=validate.Range(min=1, max=MAX_NODES), metadata={
+        "description": f"a gang job: this many parts (1..{MAX_NODES}), each on a node of its own with "
+                       "`gpus` GPUs there, placed all or nothing and ended as one; each part runs `cmd` "
+                       "with MASTER_ADDR, MASTER_PORT, WORLD_SIZE and NNODES (the node count), NODE_RANK "
+                       "and GPUS_PER_NODE set. Not with `array` (422)"})
     memory_mb = StrictInt(load_default=0, validate=validate.Range(min=0, max=100_000_000),
                           metadata={"description": "memory limit of the job's processes, MiB "
                                                    "(0: none); past it the job fails, out of memory"})
@@ -193,6 +199,11 @@ class JobSubmitSchema(Schema):
             raise ValidationError("gpu_memory_mb and gpu_model need gpus >= 1", "gpus")
 
     @validates_schema
+    def _gang_is_no_array(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("nodes", 1) > 1 and "array" in data:
+            raise ValidationError("a gang job (nodes > 1) cannot be a job array", "nodes")
+
+    @validates_schema
     def _array_id_fits(self, data: dict[str, Any], **_: Any) -> None:
         if "array" in data and len(data.get("job_id", "")) > arrays.MAX_ARRAY_ID:
             raise ValidationError(f"an array's id is at most {arrays.MAX_ARRAY_ID} characters "
@@ -220,6 +231,7 @@ class JobRequestSchema(Schema):
     max_retries = fields.Integer()
     memory_mb = fields.Integer()
     preemptible = fields.Boolean()
+    nodes = fields.Integer()
 
 
 class JobEventSchema(Schema):
@@ -231,6 +243,19 @@ class JobEventSchema(Schema):
     node = fields.String(allow_none=True)
     gpus = fields.List(fields.Integer())
     reason = fields.String(allow_none=True)
+
+
+class JobPartSchema(Schema):
+    """One part (rank) of a gang job's current attempt."""
+
+    part = fields.Integer(metadata={"description": "its rank: NODE_RANK"})
+    node = fields.String()
+    gpus = fields.List(fields.Integer(), metadata={"description": "GPU indices on its node"})
+    state = fields.String(metadata={"enum": ["PLACED", "RUNNING", "DONE", "FAILED", "CANCELLED"]})
+    exit_code = fields.Integer(allow_none=True)
+    reason = fields.String(allow_none=True)
+    started = fields.DateTime(allow_none=True)
+    finished = fields.DateTime(allow_none=True)
 
 
 class PrioritySchema(Schema):
@@ -272,6 +297,13 @@ class JobSchema(Schema):
     request = fields.Nested(JobRequestSchema)
     array_id = fields.String(allow_none=True, metadata={"description": "the array this job is a task of"})
     array_index = fields.Integer(allow_none=True, metadata={"description": "its index in that array"})
+    nodes = fields.Integer(metadata={"description": "how many nodes its parts run on (1: not a gang job)"})
+    master_addr = fields.String(allow_none=True, metadata={
+        "description": "a gang job's rendezvous: rank 0's node address, as its agent reports it"})
+    master_port = fields.Integer(allow_none=True, metadata={"description": "a gang job's MASTER_PORT"})
+    parts = fields.List(fields.Nested(JobPartSchema), allow_none=True, metadata={
+        "description": "a gang job's parts once placed, by rank (GET /api/jobs/<id> only; node and "
+                       "gpus above are rank 0's)"})
 
 
 class ArraySchema(Schema):
@@ -305,6 +337,11 @@ class JobListQuerySchema(Schema):
 
 
 class JobLogsQuerySchema(Schema):
+    part = fields.Integer(
+        validate=validate.Range(min=0, max=MAX_NODES - 1),
+        metadata={"description": "a gang job's part (rank) whose output to read (default 0); one the "
+                                 "job does not have is a 422"},
+    )
     offset = fields.Integer(
         validate=validate.Range(min=0, max=MAX_OFFSET),
         metadata={"description": "only the output from this byte on (for following a running job)"},

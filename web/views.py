@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from overlay.fairshare import Priority
-from overlay.model import Job, NodeInfo
+from overlay.model import Job, JobPart, NodeInfo
 from web.schemas import REDACTED
 
 
@@ -36,6 +36,9 @@ def job_view(job: Job, *, priority: Priority | None = None) -> dict[str, Any]:
         },
         "array_id": spec.array_id,
         "array_index": spec.array_index,
+        "nodes": spec.nodes,
+        "master_addr": job.master_addr if spec.nodes > 1 else None,
+        "master_port": job.master_port if spec.nodes > 1 else None,
         "request": {
             "cmd": list(spec.cmd),
             "image": spec.image,
@@ -50,8 +53,15 @@ def job_view(job: Job, *, priority: Priority | None = None) -> dict[str, Any]:
             "max_retries": spec.max_retries,
             "memory_mb": spec.memory_mb,
             "preemptible": spec.preemptible,
+            "nodes": spec.nodes,
         },
     }
+
+
+def part_view(part: JobPart) -> dict[str, Any]:
+    return {"part": part.part, "node": part.node, "gpus": list(part.gpus), "state": part.state,
+            "exit_code": part.exit_code, "reason": part.reason, "started": part.started_at,
+            "finished": part.finished_at}
 
 
 def node_view(info: NodeInfo, *, now: datetime,
