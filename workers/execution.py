@@ -222,14 +222,15 @@ def log_end(job: Job, ended: Job, outcome: runner.Outcome) -> None:
              f": {outcome.reason}" if outcome.reason else "", extra=fields)
 
 
-def parts_to_stop(rt: Runtime, job_id: str, attempt: int, *, part: int) -> list[str]:
-    """The nodes whose parts of a gang job must stop now that this part ended: those still
-    running when the job has ended (a part failed or was cancelled); [] for other jobs."""
+def parts_to_stop(rt: Runtime, job_id: str, attempt: int, *, part: int) -> tuple[list[str], str]:
+    """The nodes whose parts of a gang job must stop now that this part ended (those still
+    running when the job has ended: a part failed or was cancelled; none for other jobs),
+    and why."""
     with rt.sessions() as s:
         state, current = job_store.attempt_state(s, job_id)
         if current != attempt or not state.terminal:
-            return []
-        return gangs.to_stop(s, job_id, attempt=attempt, besides=part)
+            return [], ""
+        return gangs.to_stop(s, job_id, attempt=attempt, besides=part), f"job is {state.value}"
 
 
 def jobs_waiting(rt: Runtime) -> bool:

@@ -68,16 +68,17 @@ def run_job(job_id: str, attempt: int, part: int = 0) -> str | None:
     outcome = execution.execute(app.runtime, job_id, attempt, part=part)
     if outcome is None:
         return "ignored: stale or repeated message"
-    stop_parts(job_id, attempt, execution.parts_to_stop(app.runtime, job_id, attempt, part=part))
+    stop_parts(job_id, attempt, *execution.parts_to_stop(app.runtime, job_id, attempt, part=part))
     if execution.jobs_waiting(app.runtime):  # its GPUs and slot are free: what waits may fit now
         request_pass()
     return outcome.reason or "exit 0"
 
 
 @app.task(name=CANCEL_TASK)
-def cancel(job_id: str, attempt: int) -> bool:
-    """The API cancelled a job of this node: its supervisor kills it (no-op if not here)."""
-    return supervision.cancel(app.runtime, job_id, attempt, "job is CANCELLED")
+def cancel(job_id: str, attempt: int, reason: str = "job is CANCELLED") -> bool:
+    """The API cancelled a job of this node, or another part of a gang job ended it: its
+    supervisor kills it (no-op if not here)."""
+    return supervision.cancel(app.runtime, job_id, attempt, reason)
 
 
 @app.task(name=PREEMPT_TASK)
@@ -114,11 +115,11 @@ def lost_messages(stale: list[scheduler.RunJobMessage]) -> list[scheduler.RunJob
     return lost
 
 
-def stop_parts(job_id: str, attempt: int, nodes: list[str]) -> None:
+def stop_parts(job_id: str, attempt: int, nodes: list[str], reason: str) -> None:
     """A gang job ended with a part failed or cancelled: its other parts' agents stop theirs
     now (their heartbeat check would, a beat later)."""
     for node in nodes:
-        cancel.apply_async((job_id, attempt), queue=assign_queue(node))
+        cancel.apply_async((job_id, attempt, reason), queue=assign_queue(node))
     if nodes:
         log.info("job %s: stopping its parts on %s", job_id, ", ".join(nodes))
 
