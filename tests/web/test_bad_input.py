@@ -34,6 +34,10 @@ BAD_BODIES = [
     ({**GOOD, "node_selector": {"zone": 1}}, "node_selector.zone.value", "Not a valid string"),
     ({**GOOD, "gpu_model": "a100"}, "gpus", "need gpus >= 1"),
     ({**GOOD, "image": 5}, "image", "Not a valid string"),
+    ({**GOOD, "nodes": 0}, "nodes", "greater than or equal to 1"),
+    ({**GOOD, "nodes": 65}, "nodes", "less than or equal to 64"),
+    ({**GOOD, "nodes": "2"}, "nodes", "Not a valid integer"),
+    ({**GOOD, "job_id": "sweep", "nodes": 2, "array": "0-3"}, "nodes", "cannot be a job array"),
 ]
 
 
