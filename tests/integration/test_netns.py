@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import requests
 from sqlalchemy import select
 from sqlalchemy.engine import URL, make_url
 
@@ -233,6 +234,13 @@ def can_connect(host: Host, address: str, port: int) -> bool:
 @pytest.fixture
 def cluster(hosts, relays, stack: Stack, database_url, redis_url) -> Stack:
     """The API, scheduler and beat here; node-a and node-b each inside its own host."""
+    return start_cluster(hosts, relays, stack, database_url, redis_url)
+
+
+def start_cluster(hosts: dict[str, Host], relays: dict[str, tuple[str, str]], stack: Stack, database_url: str,
+                  redis_url: str, agent_env: dict[str, dict[str, str]] | None = None) -> Stack:
+    """Start the API, scheduler and beat here and each node's agent in its host (with
+    ``agent_env`` of that node), once each host is seen to reach the stores over its link only."""
     for node, host in hosts.items():
         # The host reaches each store over its link, and cannot reach it any other way
         for direct, relayed in zip((database_url, redis_url), relays[node], strict=True):
@@ -248,11 +256,28 @@ def cluster(hosts, relays, stack: Stack, database_url, redis_url) -> Stack:
         stack.start(node, host.exec_argv(stack.celery(
             "worker", "-n", f"{node}@%h", "-Q", queues, "-P", "threads", "-c", "4")),
             NODE_NAME=node, NODE_LABELS=f"host={node}", DATABASE_URL=database, REDIS_URL=broker,
-            AGENT_PORT="8001")
+            AGENT_PORT="8001", **(agent_env or {}).get(node, {}))
         stack.wait_ready(node)
     stack.start_beat()
     wait_until(lambda: set(nodes(stack)) == {"node-a", "node-b"}, timeout=30, what="both agents online")
     return stack
+
+
+def peer_link(hosts: dict[str, Host]) -> dict[str, str]:
+    """A veth pair straight between node-a's and node-b's hosts (their cluster network, which
+    the root namespace is not on); each node's address on it. Removed with the hosts."""
+    # Only the two hosts are on it (not the root namespace), so no address here can clash.
+    net = ipaddress.ip_network("10.214.0.0/30")
+    a, b = hosts["node-a"], hosts["node-b"]
+    tag = f"{PREFIX}{os.getpid()}p"
+    ip("link", "add", f"{tag}a", "netns", a.netns, "type", "veth", "peer", "name", f"{tag}b",
+       "netns", b.netns)
+    addresses = dict(zip(("node-a", "node-b"), (str(x) for x in net.hosts()), strict=True))
+    for node, end in (("node-a", f"{tag}a"), ("node-b", f"{tag}b")):
+        host = hosts[node]
+        ip("netns", "exec", host.netns, "ip", "addr", "add", f"{addresses[node]}/30", "dev", end)
+        ip("netns", "exec", host.netns, "ip", "link", "set", end, "up")
+    return addresses
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -330,3 +355,52 @@ def test_a_cut_link_moves_the_job_and_the_stale_attempt_changes_nothing(hosts, c
 def agent_pid_alive(stack: Stack, node: str) -> bool:
     return not stack.dead(node) and alive(stack.procs[node].pid)
 
+
+
+# Rank 0 listens at MASTER_ADDR:MASTER_PORT, rank 1 connects (retrying until rank 0 is up);
+# each prints the other's rank and the network namespace it runs in.
+RENDEZVOUS = r"""
+import os, socket, time
+rank, addr, port = int(os.environ["NODE_RANK"]), os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+print(f"rank {rank} ns={os.readlink('/proc/self/ns/net')} master={addr}:{port}", flush=True)
+if rank == 0:
+    server = socket.create_server(("", port))
+    server.settimeout(60)
+    conn, _ = server.accept()
+else:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            conn = socket.create_connection((addr, port), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+with conn:
+    conn.sendall(str(rank).encode())
+    print(f"rank {rank} met rank {conn.recv(16).decode()}", flush=True)
+"""
+
+
+def test_a_gangs_two_parts_run_on_two_hosts_and_meet_at_rank_0s_address(hosts, relays, stack, database_url,
+                                                                       redis_url):
+    # Given node-a and node-b on hosts of their own, joined by a cluster link whose addresses
+    # their agents report (NODE_ADDRESS)
+    addresses = peer_link(hosts)
+    cluster = start_cluster(hosts, relays, stack, database_url, redis_url,
+                            {node: {"NODE_ADDRESS": address} for node, address in addresses.items()})
+    # When a 2-node job runs the rendezvous
+    submit(cluster, job_id="gang-hosts", nodes=2, gpus=1, timeout_s=120, cmd=["python3", "-c", RENDEZVOUS])
+    done = wait_until(lambda: (j := job(cluster, "gang-hosts"))["state"] in TERMINAL and j,
+                      timeout=120, what="the gang to end")
+    # Then it is DONE, one part on each host, meeting at rank 0's node's reported address
+    assert done["state"] == "DONE", done
+    assert [(p["node"], p["exit_code"]) for p in done["parts"]] == [("node-a", 0), ("node-b", 0)]
+    assert done["master_addr"] == addresses["node-a"]
+    for part, (node, other) in enumerate((("node-a", 1), ("node-b", 0))):
+        output = requests.get(f"{cluster.api}/api/jobs/gang-hosts/logs", params={"part": part},
+                              timeout=10).text
+        # each part ran inside its own host's namespace and met the other
+        assert f"rank {part} ns={hosts[node].netns_id()}" in output, output
+        assert f"rank {part} met rank {other}" in output, output
