@@ -62,7 +62,8 @@ def to_node(node: Mapping[str, Any]) -> NodeSnapshot:
 def to_job(job: Mapping[str, Any], first: datetime) -> SimJob:
     spec = JobSpec(job_id=job["job_id"], cmd=CMD, gpus=job["gpus"], gpu_memory_mb=job["gpu_memory_mb"],
                    gpu_model=job["gpu_model"], node_selector=job["node_selector"], priority=job["priority"],
-                   timeout_s=job["timeout_s"], user=job["user"], account=job["account"])
+                   timeout_s=job["timeout_s"], user=job["user"], account=job["account"],
+                   nodes=job.get("nodes") or 1)
     run = (_t(job["finished"]) - _t(job["started"])).total_seconds()
     return SimJob(spec=spec, submit_s=(_t(job["enqueued"]) - first).total_seconds(), duration_s=max(run, 0.0))
 
@@ -116,7 +117,8 @@ def replayed(history: History, policy: str, *, sharing: Sharing | None = None,
     def observe(event: SimEvent) -> None:
         if event.kind == "start":
             job = event.job
-            figures.add(job.spec.account, event.at_s - job.submit_s, job.spec.gpus * job.duration_s)
+            figures.add(job.spec.account, event.at_s - job.submit_s,
+                        job.spec.gpus * job.spec.nodes * job.duration_s)
 
     result = simulate(history.nodes, history.jobs, policy=get_policy(policy), starve_after_s=starve_after_s,
                       observer=observe, sharing=sharing)

@@ -24,6 +24,7 @@ from cli.accounts import read_shares
 from cli.workload_arrays import expand
 from overlay.config import parse_labels
 from overlay.errors import ConfigError, WorkloadError
+from overlay.gang import MAX_NODES
 from overlay.model import JobSpec
 from overlay.policies import get_policy
 from overlay.simulation import SimResult, simulate
@@ -31,7 +32,7 @@ from overlay.workload import CMD, SimJob, arrival_rate, synthetic_fleet, synthet
 
 REQUIRED = ("submit", "gpus", "duration_s")
 OPTIONAL = ("job_id", "gpu_memory_mb", "gpu_model", "priority", "node_selector", "account", "user",
-            "timeout_s", "array", "depends_on")
+            "timeout_s", "array", "depends_on", "nodes")
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SAMPLES = 400  # points per policy on the chart
 
@@ -130,6 +131,11 @@ def _row(line: int, cells: dict[str, str], seen: set[str]) -> tuple[float | date
     for column, value in ints.items():
         if value is None:
             raise fail(column, "must be a whole number >= 0")
+    nodes = _number(cells.get("nodes") or "1", int, low=1)
+    if nodes is None or nodes > MAX_NODES:
+        raise fail("nodes", f"must be a whole number from 1 to {MAX_NODES}")
+    if nodes > 1 and cells.get("array"):
+        raise fail("nodes", "must be 1 in an array row (a gang job cannot be a job array)")
     priority = _number(cells.get("priority") or "0", int, low=-1000)
     if priority is None or priority > 1000:
         raise fail("priority", "must be a whole number from -1000 to 1000")
@@ -147,7 +153,7 @@ def _row(line: int, cells: dict[str, str], seen: set[str]) -> tuple[float | date
     seen.add(job_id)
     spec = JobSpec(job_id=job_id, cmd=CMD, gpus=ints["gpus"] or 0, gpu_memory_mb=ints["gpu_memory_mb"] or 0,
                    gpu_model=cells.get("gpu_model", ""), node_selector=selector, priority=priority,
-                   account=owner["account"], user=owner["user"], timeout_s=timeout or None)
+                   account=owner["account"], user=owner["user"], timeout_s=timeout or None, nodes=nodes)
     # The supervisor kills a job at its timeout: it holds its GPUs no longer than that.
     return submit[0], spec, min(duration, timeout) if timeout else duration
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from overlay.fleet import Candidates, Fleet
 from overlay.model import GangPlacement, JobSpec, NoFit, Placement
+from overlay.placement import place
 from overlay.policies import Policy
 
 MAX_NODES = 64
@@ -42,6 +43,21 @@ def place_gang(job: JobSpec, fleet: Fleet, *, policy: Policy) -> GangPlacement |
         used.add(node)
         parts.append(Placement(node=node, gpus=fleet.fitting_gpus(node, job)))
     return GangPlacement(node=parts[0].node, gpus=parts[0].gpus, parts=tuple(parts))
+
+
+def parts_of(placement: Placement) -> tuple[Placement, ...]:
+    """Every part of a placement: a gang's parts by rank, or the one placement itself."""
+    return placement.parts if isinstance(placement, GangPlacement) else (placement,)
+
+
+def place_any(job: JobSpec, fleet: Fleet, *, policy: Policy) -> Placement | NoFit:
+    """``place_gang`` for a gang job (``nodes`` > 1), ``overlay.placement.place`` otherwise."""
+    return place_gang(job, fleet, policy=policy) if job.nodes > 1 else place(job, fleet, policy=policy)
+
+
+def held_gpus(placement: Placement) -> int:
+    """How many GPUs a placement holds, over all its parts."""
+    return sum(len(p.gpus) for p in parts_of(placement))
 
 
 def without(found: Candidates, used: Collection[str]) -> Candidates:

@@ -36,9 +36,9 @@ from overlay.fairshare import (
     normalized_share,
 )
 from overlay.fleet import Fleet, Shape, shape_of
+from overlay.gang import held_gpus, parts_of, place_any
 from overlay.model import JobSpec, NodeSnapshot, NodeState, NoFit, Placement
-from overlay.placement import place
-from overlay.policies import Policy
+from overlay.policies import Policy, first_fit
 from overlay.queueing import Decision, QueuedJob, plan_pass, queue_key
 from overlay.quota import Quota, QuotaGate
 from overlay.reservation import Running
@@ -55,8 +55,9 @@ class SimEvent:
     kind: str
     at_s: float
     job: SimJob
-    node: str
+    node: str  # rank 0's, for a gang job (``parts`` has every part)
     gpus: tuple[int, ...]
+    parts: tuple[Placement, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,12 +139,12 @@ class SimResult:
 
 
 class _Group:
-    """Waiting jobs of one GPU count and shape, oldest (by queue order) first."""
+    """Waiting jobs of one GPU count, node count and shape, oldest (by queue order) first."""
 
-    __slots__ = ("blocked_at", "feasible", "gpus", "heap", "shape")
+    __slots__ = ("blocked_at", "feasible", "gpus", "heap", "nodes", "shape")
 
-    def __init__(self, gpus: int, shape: Shape, *, feasible: bool) -> None:
-        self.gpus, self.shape, self.feasible = gpus, shape, feasible
+    def __init__(self, gpus: int, shape: Shape, *, feasible: bool, nodes: int = 1) -> None:
+        self.gpus, self.shape, self.feasible, self.nodes = gpus, shape, feasible, nodes
         self.heap: list[tuple[QueueKey, SimJob]] = []
         self.blocked_at: int | None = None  # the stamp at which its head last failed
 
@@ -155,7 +156,7 @@ class _Shape:
 
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
-        self.groups: dict[int, _Group] = {}
+        self.groups: dict[tuple[int, int], _Group] = {}  # by (GPUs, nodes)
         self.blocked_at: int | None = None
         self.waiting = 0
 
@@ -169,7 +170,7 @@ class _Run:
         self.idle_fleet = Fleet.from_snapshots(nodes)  # never allocated: what could ever fit
         self.total = sum(len(n.gpus) for n in nodes if n.state is NodeState.ONLINE)
         self.policy, self.observer = policy, observer
-        self.running: list[tuple[float, int, str, tuple[int, ...], SimJob]] = []
+        self.running: list[tuple[float, int, tuple[Placement, ...], SimJob]] = []
         self.shapes: dict[Shape, _Shape] = {}
         self.seq = self.busy = self.waiting = self.decisions = self.jobs = self.max_queue = 0
         self.unplaceable = 0
@@ -223,11 +224,11 @@ class _Run:
         entry = self.shapes.get(shape)
         if entry is None:
             entry = self.shapes[shape] = _Shape(shape)
-        group = entry.groups.get(job.spec.gpus)
+        size = (job.spec.gpus, job.spec.nodes)
+        group = entry.groups.get(size)
         if group is None:
-            found = self.idle_fleet.candidates(job.spec)
-            feasible = not isinstance(found, NoFit) and bool(found.buckets)
-            group = entry.groups[job.spec.gpus] = _Group(job.spec.gpus, shape, feasible=feasible)
+            group = entry.groups[size] = _Group(job.spec.gpus, shape, feasible=self.could_ever(job.spec),
+                                                nodes=job.spec.nodes)
         self.jobs += 1
         if not group.feasible:
             # No node could take it even idle, and the fleet never changes: it would wait
@@ -241,12 +242,21 @@ class _Run:
         self.waiting += 1
         self.max_queue = max(self.max_queue, self.waiting)
 
+    def could_ever(self, spec: JobSpec) -> bool:
+        """Whether some nodes could take ``spec`` with every GPU free."""
+        if spec.nodes > 1:
+            return not isinstance(place_any(spec, self.idle_fleet, policy=first_fit), NoFit)
+        found = self.idle_fleet.candidates(spec)
+        return not isinstance(found, NoFit) and bool(found.buckets)
+
     def end(self, now: float) -> None:
-        _, _, node, gpus, job = heapq.heappop(self.running)
-        self.fleet.release(node, gpus)
-        self.busy -= len(gpus)
+        _, _, parts, job = heapq.heappop(self.running)
+        for part in parts:
+            self.fleet.release(part.node, part.gpus)
+            self.busy -= len(part.gpus)
         if self.observer:
-            self.observer(SimEvent(kind="end", at_s=now, job=job, node=node, gpus=gpus))
+            self.observer(SimEvent(kind="end", at_s=now, job=job, node=parts[0].node, gpus=parts[0].gpus,
+                                   parts=parts))
 
     def schedule(self, now: float) -> None:
         """One pass: the heads of groups that may fit, tried in queue order, as plan_pass would."""
@@ -270,12 +280,13 @@ class _Run:
         while heads:
             _, _, group = heapq.heappop(heads)
             job = group.heap[0][1]
-            outcome = place(job.spec, self.fleet, policy=self.policy)
+            outcome = place_any(job.spec, self.fleet, policy=self.policy)
             self.decisions += 1
             if not isinstance(outcome, Placement):
                 continue  # this group is done for the pass: capacity only shrinks from here
             heapq.heappop(group.heap)
-            self.fleet.allocate(outcome.node, outcome.gpus)
+            for part in parts_of(outcome):
+                self.fleet.allocate(part.node, part.gpus)
             self.shapes[group.shape].waiting -= 1
             self.start(job, outcome, now)
             if group.heap:
@@ -300,14 +311,15 @@ class _Run:
 
     def start(self, job: SimJob, placement: Placement, now: float) -> None:
         """``job`` starts on ``placement`` (already allocated in the Fleet) at ``now``."""
-        heapq.heappush(self.running, (now + job.duration_s, self.seq, placement.node, placement.gpus, job))
+        parts = parts_of(placement)
+        heapq.heappush(self.running, (now + job.duration_s, self.seq, parts, job))
         self.seq += 1
-        self.busy += len(placement.gpus)
+        self.busy += held_gpus(placement)
         self.waiting -= 1
         self.waits.append(now - job.submit_s)
         if self.observer:
             self.observer(SimEvent(kind="start", at_s=now, job=job, node=placement.node,
-                                   gpus=placement.gpus))
+                                   gpus=placement.gpus, parts=parts))
 
 
 class _SharedRun(_Run):
@@ -326,8 +338,8 @@ class _SharedRun(_Run):
         self.sharing = sharing
         self.gate = QuotaGate(sharing.quotas, nodes)
         self.whole_queue = any(q.models for q in sharing.quotas.values())
-        self.backlogs: dict[tuple[str, str, int, Shape], Backlog] = {}
-        self.feasible: dict[tuple[int, Shape], bool] = {}
+        self.backlogs: dict[tuple[str, str, int, int, Shape], Backlog] = {}
+        self.feasible: dict[tuple[int, int, Shape], bool] = {}
         self.usage = Usage(at=EPOCH)
         self.holding: Counter[UserKey] = Counter()
         self.queued: Counter[str] = Counter()  # jobs waiting, per account
@@ -348,18 +360,17 @@ class _SharedRun(_Run):
     def enqueue(self, job: SimJob) -> None:
         spec = job.spec
         shape = shape_of(spec)
-        if (spec.gpus, shape) not in self.feasible:
-            found = self.idle_fleet.candidates(spec)
-            self.feasible[spec.gpus, shape] = not isinstance(found, NoFit) and bool(found.buckets)
+        if (spec.gpus, spec.nodes, shape) not in self.feasible:
+            self.feasible[spec.gpus, spec.nodes, shape] = self.could_ever(spec)
         self.jobs += 1
         self.submitted[spec.account] += 1
-        if not self.feasible[spec.gpus, shape]:
+        if not self.feasible[spec.gpus, spec.nodes, shape]:
             self.unplaceable += 1
             return
-        key = (spec.account, spec.user, spec.gpus, shape)
+        key = (spec.account, spec.user, spec.gpus, spec.nodes, shape)
         backlog = self.backlogs.get(key)
-        if backlog is None:
-            backlog = self.backlogs[key] = Backlog(spec.gpus, self.sharing.weights)
+        if backlog is None:  # a gang needs all its parts' GPUs free at once
+            backlog = self.backlogs[key] = Backlog(spec.gpus * spec.nodes, self.sharing.weights)
         backlog.push(job)
         self.queued[spec.account] += 1
         self.waiting += 1
@@ -388,16 +399,17 @@ class _SharedRun(_Run):
         self.queued[spec.account] -= 1
         self.placed[spec.account] += 1
         self.borrowed[spec.account] += borrowed
-        self.holding[spec.account, spec.user] += len(placement.gpus)
-        self.gpu_seconds[spec.account] += len(placement.gpus) * job.duration_s
+        self.holding[spec.account, spec.user] += held_gpus(placement)
+        self.gpu_seconds[spec.account] += held_gpus(placement) * job.duration_s
         self.start(job, placement, now)
 
     def end(self, now: float) -> None:
         self.carry(now)  # the ending job held its GPUs up to now
-        _, _, node, gpus, job = self.running[0]
+        _, _, parts, job = self.running[0]
         super().end(now)
-        self.holding[job.spec.account, job.spec.user] -= len(gpus)
-        self.gate.release(job.spec.account, Placement(node=node, gpus=gpus))
+        held = Placement(node=parts[0].node, gpus=tuple(i for p in parts for i in p.gpus))  # as admitted
+        self.holding[job.spec.account, job.spec.user] -= len(held.gpus)
+        self.gate.release(job.spec.account, held)
 
     def carry(self, now: float) -> datetime:
         """Usage carried to ``now`` with what has been held since it was last carried."""
@@ -436,7 +448,7 @@ class _ReservingRun(_Run):
                  observer: Callable[[SimEvent], None] | None) -> None:
         super().__init__(nodes, policy, observer)
         self.wrapped: dict[str, QueuedJob] = {}  # what plan_pass sees of each waiting job
-        self.holders: dict[int, Running] = {}  # by the running entry's sequence number
+        self.holders: dict[int, list[Running]] = {}  # by the running entry's sequence number
         self.reaches: dict[Shape, frozenset[str]] = {}  # the nodes each shape could use
 
     def enqueue(self, job: SimJob) -> None:
@@ -467,16 +479,17 @@ class _ReservingRun(_Run):
     def plan(self, chosen: Mapping[str, SimJob], at: datetime) -> list[Decision]:
         self.decisions += len(chosen)
         return plan_pass([self.wrapped[job_id] for job_id in chosen], self.fleet, policy=self.policy,
-                         running=self.holders.values(), now=at)
+                         running=[r for held in self.holders.values() for r in held], now=at)
 
     def placed_on(self, decisions: Sequence[Decision], node: str) -> set[int]:
-        return {i for d in decisions if isinstance(d.outcome, Placement) and d.outcome.node == node
-                for i in d.outcome.gpus}
+        return {i for d in decisions if isinstance(d.outcome, Placement)
+                for p in parts_of(d.outcome) if p.node == node for i in p.gpus}
 
     def undo(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
             if isinstance(d.outcome, Placement):
-                self.fleet.release(d.outcome.node, d.outcome.gpus)
+                for p in parts_of(d.outcome):
+                    self.fleet.release(p.node, p.gpus)
 
     def apply(self, decisions: Sequence[Decision], chosen: Mapping[str, SimJob], now: float) -> None:
         started = {d.job_id: d.outcome for d in decisions if isinstance(d.outcome, Placement)}
@@ -495,8 +508,8 @@ class _ReservingRun(_Run):
                 self.start(chosen[d.job_id], d.outcome, now)
 
     def start(self, job: SimJob, placement: Placement, now: float) -> None:
-        self.holders[self.seq] = Running(node=placement.node, gpus=placement.gpus,
-                                         ends_at=_at(now + _timeout(job)))
+        self.holders[self.seq] = [Running(node=p.node, gpus=p.gpus, ends_at=_at(now + _timeout(job)))
+                                  for p in parts_of(placement)]
         super().start(job, placement, now)
 
     def end(self, now: float) -> None:
@@ -520,7 +533,7 @@ def _timeout(job: SimJob) -> int:
 
 def _room(group: _Group, free: int) -> int:
     """At most how many of ``group`` can start with ``free`` GPUs free (all, for CPU-only jobs)."""
-    return free // group.gpus if group.gpus > 0 else len(group.heap)
+    return free // (group.gpus * group.nodes) if group.gpus > 0 else len(group.heap)
 
 
 def _smallest(heap: list[tuple[QueueKey, SimJob]], n: int) -> list[tuple[QueueKey, SimJob]]:

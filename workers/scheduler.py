@@ -13,9 +13,10 @@ from overlay import preemption
 from overlay.config import Settings
 from overlay.errors import GpuTaken, InvalidTransition, StaleAttempt
 from overlay.fleet import Fleet, shape_of
+from overlay.gang import parts_of
 from overlay.liveness import expiry_window
 from overlay.logfmt import job_fields
-from overlay.model import GangPlacement, Job, Placement
+from overlay.model import Job, Placement
 from overlay.policies import get_policy
 from overlay.preemption import AwaitStop, Preemption, Stopping
 from overlay.queueing import Queued, plan_pass
@@ -226,9 +227,8 @@ def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, st
 
 def run_messages(job: Job, placement: Placement) -> list[RunJobMessage]:
     """One run_job per part of the placed job (one for a one-node job)."""
-    parts = placement.parts if isinstance(placement, GangPlacement) else (placement,)
     return [RunJobMessage(job_id=job.job_id, attempt=job.attempt, node=p.node, part=rank)
-            for rank, p in enumerate(parts)]
+            for rank, p in enumerate(parts_of(placement))]
 
 
 def reconcile(

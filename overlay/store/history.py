@@ -31,7 +31,8 @@ def ran_since(session: Session, since: datetime) -> Iterator[dict[str, Any]]:
     first, read BATCH rows at a time (a server-side cursor: the history is never held whole)."""
     query = (select(JobRow.job_id, JobRow.user_name, JobRow.account, JobRow.gpus, JobRow.gpu_memory_mb,
                     JobRow.gpu_model, JobRow.node_selector, JobRow.priority, JobRow.timeout_s, JobRow.state,
-                    JobRow.node, JobRow.enqueued_at, JobRow.placed_at, JobRow.started_at, JobRow.finished_at)
+                    JobRow.node, JobRow.nodes, JobRow.enqueued_at, JobRow.placed_at, JobRow.started_at,
+                    JobRow.finished_at)
              .where(JobRow.enqueued_at >= since, JobRow.started_at.is_not(None),
                     JobRow.finished_at.is_not(None))
              .order_by(JobRow.enqueued_at, JobRow.job_id)
@@ -40,6 +41,6 @@ def ran_since(session: Session, since: datetime) -> Iterator[dict[str, Any]]:
         yield {"job_id": r.job_id, "user": r.user_name, "account": r.account, "gpus": r.gpus,
                "gpu_memory_mb": r.gpu_memory_mb, "gpu_model": r.gpu_model,
                "node_selector": dict(r.node_selector or {}), "priority": r.priority, "timeout_s": r.timeout_s,
-               "state": r.state.value, "node": r.node,
+               "state": r.state.value, "node": r.node, "nodes": r.nodes,
                **{k: getattr(r, f"{k}_at").isoformat() if getattr(r, f"{k}_at") else None
                   for k in ("enqueued", "placed", "started", "finished")}}

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from overlay.errors import DuplicateJob, GpuTaken, JobNotFound, StaleAttempt
-from overlay.gang import PORT_RANGE, pick_port
+from overlay.gang import PORT_RANGE, parts_of, pick_port
 from overlay.identity import Caller
 from overlay.model import GangPlacement, Job, JobEvent, JobSpec, NodeState, Placement
 from overlay.states import TIMESTAMP_OF, JobState, check_transition
@@ -314,7 +314,7 @@ def place(session: Session, job_id: str, placement: Placement, *, now: datetime 
     row = get_job(session, job_id, lock=True)
     check_transition(job_id, row.state, JobState.PLACED)
     now = resolve_now(session, now)
-    parts = placement.parts if isinstance(placement, GangPlacement) else (placement,)
+    parts = parts_of(placement)
     held = [dict(node=p.node, gpu_index=i, job_id=job_id, attempt=row.attempt + 1, allocated_at=now)
             for p in parts for i in p.gpus]
     if held:
