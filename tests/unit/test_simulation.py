@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from cli.simulate import simulate as simulate_command
 from cli.workload_files import read_workload
-from overlay import placement, simulation
+from overlay import gang, placement, simulation
 from overlay.errors import OverlayError, WorkloadError
 from overlay.fleet import Candidates, Fleet
 from overlay.model import JobSpec, NodeSnapshot, Placement
@@ -176,8 +176,9 @@ def test_the_simulator_asks_the_real_place_with_the_policy_it_is_given(monkeypat
         places["calls"] += 1
         return real_place(job, fleet, policy=policy)
 
-    assert simulation.place is placement.place  # the scheduler's own, not a copy
-    monkeypatch.setattr(simulation, "place", spying_place)
+    # the scheduler's own (one node, or a gang's parts through overlay.gang), not a copy
+    assert simulation.place_any is gang.place_any and gang.place is placement.place
+    monkeypatch.setattr(gang, "place", spying_place)
     result = simulate(*small_world(), policy=counting)
     assert places["calls"] == result.decisions == len(asked) >= result.placed
 
