@@ -39,6 +39,8 @@ def test_the_submit_body_carries_only_what_was_given():
     assert body == {"cmd": ["sh", "-c", "echo hi"], "gpus": 2, "gpu_memory_mb": 40960,
                     "node_selector": {"zone": "a"}, "env": {"EPOCHS": "3"}}
     assert submit_body(("true",), **OPTIONS) == {"cmd": ["true"]}
+    gang = submit_body(("true",), **{**OPTIONS, "nodes": 2, "gpus": 4})
+    assert gang == {"cmd": ["true"], "gpus": 4, "nodes": 2}
 
 
 @pytest.mark.parametrize(("job", "status"), [
@@ -92,6 +94,19 @@ def test_status_lines_show_state_place_and_the_command():
     assert "node      node-b GPUs 1" in lines
     assert "cmd       sh -c 'echo hi'" in lines
     assert any(line.startswith("enqueued") and "(5.0s ago)" in line for line in lines)
+
+
+def test_status_lines_show_a_gang_jobs_rendezvous_and_each_part():
+    parts = [{"part": 0, "node": "node-a", "gpus": [0, 1], "state": "RUNNING", "exit_code": None},
+             {"part": 1, "node": "node-b", "gpus": [0, 1], "state": "FAILED", "exit_code": 3}]
+    shown = job(state="FAILED", exit_code=3, node="node-a", gpus=[0, 1], master_addr="10.0.0.1",
+                master_port=29511, parts=parts)
+    shown["request"] = {**shown["request"], "gpus": 2, "nodes": 2}
+    lines = render.job_lines(shown, NOW)
+    assert "meets at  10.0.0.1:29511" in lines
+    assert "part 0    node-a GPUs 0,1  RUNNING" in lines
+    assert "part 1    node-b GPUs 0,1  FAILED (exit 3)" in lines
+    assert any(line.startswith("wants") and "2 GPU(s) on each of 2 nodes" in line for line in lines)
 
 
 def test_a_node_block_has_a_row_per_gpu_with_its_bars_and_holder():
