@@ -48,7 +48,7 @@ def test_a_pass_places_both_parts_in_its_transaction_and_sends_a_run_job_per_par
     two_node_cluster(cluster)
     cluster.submit("g", gpus=2, nodes=2)
     # When a pass runs
-    messages = schedule_pass(cluster.sessions, settings, now=T0 + seconds(1))
+    messages = schedule_pass(cluster.sessions, settings, now=T0 + seconds(1)).runs
     # Then one run_job per part goes to its node, rank 0 first
     assert [(m.job_id, m.attempt, m.node, m.part) for m in messages] == [
         ("g", 1, "node-a", 0), ("g", 1, "node-b", 1)]
