@@ -590,6 +590,15 @@ ARRAY_ID_FITS = {
 }
 
 
+# A gang job is not a job array.
+GANG_IS_NO_ARRAY = {
+    "anyOf": [
+        {"not": {"required": ["array"]}},
+        {"properties": {"nodes": {"maximum": 1}}},
+    ],
+}
+
+
 def field_rules(
     self: FieldConverterMixin, field: fields.Field, ret: dict[str, Any], **_: Any
 ) -> dict[str, Any]:
@@ -617,6 +626,7 @@ def describe_rules(api: Api) -> None:
     """Make ``api``'s OpenAPI spec state every rule these schemas enforce. Call before
     registering blueprints."""
     api.ma_plugin.converter.add_attribute_function(field_rules)
-    # The array rule goes in an allOf, so the GPU rule's anyOf stays where clients read it.
-    api.spec.components.schema("JobSubmit", {**GPU_DETAILS_NEED_GPUS, "allOf": [ARRAY_ID_FITS]},
+    # The array rules go in an allOf, so the GPU rule's anyOf stays where clients read it.
+    api.spec.components.schema("JobSubmit",
+                               {**GPU_DETAILS_NEED_GPUS, "allOf": [ARRAY_ID_FITS, GANG_IS_NO_ARRAY]},
                                schema=JobSubmitSchema)
