@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from click.testing import CliRunner
 
+from cli.main import main
 from tests.integration.harness import TERMINAL, Stack, job, shared_stack, submit, wait_state, wait_until
 
 pytestmark = pytest.mark.slow
@@ -70,6 +72,11 @@ def test_two_parts_on_two_nodes_meet_at_the_rendezvous_and_each_prints_the_other
     # and a part the job does not have is a 422 naming the field
     bad = part_logs(cluster, "gang-meet", 2)
     assert bad.status_code == 422 and "part" in bad.json()["errors"]
+    # and the CLI shows the parts and reads a part's log
+    status = CliRunner().invoke(main, ["--api", cluster.api, "status", "gang-meet"])
+    assert "part 1    node-b GPUs" in status.output and "DONE (exit 0)" in status.output, status.output
+    shown = CliRunner().invoke(main, ["--api", cluster.api, "logs", "--part", "1", "gang-meet"])
+    assert shown.exit_code == 0 and "rank 1 met rank 0" in shown.output, shown.output
 
 
 def test_one_part_failing_stops_the_other_and_fails_the_job_as_one(cluster):
@@ -89,3 +96,22 @@ def test_one_part_failing_stops_the_other_and_fails_the_job_as_one(cluster):
     nodes = requests.get(f"{cluster.api}/api/nodes", timeout=10).json()["nodes"]
     holders = [g["job_id"] for n in nodes for g in n["gpus"]]
     assert "gang-fail" not in holders
+
+
+def test_cancelling_a_running_gang_stops_every_part(cluster):
+    # Given a 2-node job whose parts both run (each says so, then sleeps)
+    submit(cluster, job_id="gang-cancel", nodes=2, gpus=1, cmd=["sh", "-c", "echo up; sleep 60"])
+    wait_until(lambda: [p["state"] for p in job(cluster, "gang-cancel")["parts"]] == ["RUNNING", "RUNNING"],
+               timeout=60, what="both parts to run")
+    # When it is cancelled
+    response = requests.post(f"{cluster.api}/api/jobs/gang-cancel/cancel", timeout=10)
+    assert response.status_code == 200 and response.json()["state"] == "CANCELLED"
+    # Then both parts are stopped by their agents, and no GPU stays held
+    def ended() -> dict | None:
+        shown = job(cluster, "gang-cancel")
+        return shown if all(p["state"] == "CANCELLED" for p in shown["parts"]) else None
+
+    stopped = wait_until(ended, timeout=30, what="both parts to be stopped")
+    assert [p["reason"] for p in stopped["parts"]] == ["job is CANCELLED", "job is CANCELLED"]
+    nodes = requests.get(f"{cluster.api}/api/nodes", timeout=10).json()["nodes"]
+    assert "gang-cancel" not in [g["job_id"] for n in nodes for g in n["gpus"]]
