@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 
 from overlay.model import Job, JobPart, NodeState
 from overlay.states import JobState
+from overlay.store import parts as part_rows
 from overlay.store.jobs import (
     Ending,
     _move,
     _stale,
-    end_unstarted_parts,
     get_job,
     release_gpus,
     to_job,
@@ -111,7 +111,7 @@ def finish_part(session: Session, job_id: str, *, attempt: int, part: int, targe
     if row.state is JobState.RUNNING and target is not JobState.DONE:
         why = f"part {part} on {p.node}: {reason}" if reason else f"part {part} on {p.node} ended"
         job = _move(session, row, target, now=now, reason=why, keep_gpus=True, ending=ending)
-        end_unstarted_parts(session, row, now=now)
+        part_rows.end_unstarted(session, row, now=now)
         return as_part(job, p)
     if row.state is JobState.RUNNING and _all_done(session, job_id):
         first = session.scalars(select(JobPartRow.log_tail).where(
@@ -145,7 +145,7 @@ def give_up(session: Session, job: Job, target: JobState, *, reason: str, now: d
     moved = transition(session, job.job_id, target, now=now, reason=reason, attempt=job.attempt,
                        keep_gpus=True)
     row = get_job(session, job.job_id, lock=True)
-    end_unstarted_parts(session, row, now=now)
+    part_rows.end_unstarted(session, row, now=now)
     live = select(NodeRow.name).where(NodeRow.state == NodeState.ONLINE.value)
     gone = session.scalars(select(JobPartRow).where(
         JobPartRow.job_id == job.job_id, JobPartRow.attempt == job.attempt,

@@ -8,18 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import TextClause, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from overlay.errors import DuplicateJob, GpuTaken, JobNotFound, StaleAttempt
-from overlay.gang import PORT_RANGE, parts_of, pick_port
+from overlay.gang import PORT_RANGE, parts_of
 from overlay.identity import Caller
 from overlay.model import GangPlacement, Job, JobEvent, JobSpec, NodeState, Placement
 from overlay.states import TIMESTAMP_OF, JobState, check_transition
-from overlay.store import counters, stats, usage
+from overlay.store import counters, parts, stats, usage
 from overlay.store.session import resolve_now
-from overlay.store.tables import GpuAllocationRow, JobEventRow, JobPartRow, JobRow, NodeRow
+from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
 
 # JobSpec fields stored as they are; cmd, env and node_selector change container type.
 SCALAR_SPEC_FIELDS = ("job_id", "image", "gpus", "gpu_memory_mb", "gpu_model", "priority",
@@ -261,20 +261,8 @@ def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job
     stopping = row.state is JobState.QUEUED and row.preempted_by is not None
     job = _move(session, row, JobState.CANCELLED, now=now, reason="cancelled by user",
                 keep_gpus=row.state is JobState.RUNNING or stopping)
-    end_unstarted_parts(session, row, now=now)
+    parts.end_unstarted(session, row, now=now)
     return job
-
-
-def end_unstarted_parts(session: Session, row: JobRow, *, now: datetime | None) -> None:
-    """A gang job ended (or went back to the queue): its parts that never started never
-    will; they end CANCELLED and their GPUs are freed now (a running part's agent frees its own)."""
-    if row.nodes <= 1:
-        return
-    unstarted = session.scalars(select(JobPartRow).where(
-        JobPartRow.job_id == row.job_id, JobPartRow.attempt == row.attempt, JobPartRow.state == "PLACED"))
-    for part in unstarted:
-        part.state, part.reason, part.finished_at = JobState.CANCELLED.value, "never started", now
-        release_gpus(session, row.job_id, attempt=row.attempt, node=part.node, now=now)
 
 
 def preempt(session: Session, job_id: str, *, attempt: int, by: str, now: datetime | None = None) -> Job:
@@ -314,9 +302,8 @@ def place(session: Session, job_id: str, placement: Placement, *, now: datetime 
     row = get_job(session, job_id, lock=True)
     check_transition(job_id, row.state, JobState.PLACED)
     now = resolve_now(session, now)
-    parts = parts_of(placement)
     held = [dict(node=p.node, gpu_index=i, job_id=job_id, attempt=row.attempt + 1, allocated_at=now)
-            for p in parts for i in p.gpus]
+            for p in parts_of(placement) for i in p.gpus]
     if held:
         try:
             with session.begin_nested():
@@ -325,28 +312,8 @@ def place(session: Session, job_id: str, placement: Placement, *, now: datetime 
             raise GpuTaken(node=placement.node, gpus=placement.gpus) from e
     row.borrowed = borrowed
     if isinstance(placement, GangPlacement):
-        _place_parts(session, row, placement, now=now, ports=ports)
+        parts.record(session, row, placement, ports=ports)
     return _placed(session, row, placement, now=now)
-
-
-def _place_parts(session: Session, row: JobRow, gang: GangPlacement, *, now: datetime,
-                 ports: tuple[int, int]) -> None:
-    """A gang's parts for its next attempt, and where they meet: rank 0's address as its
-    agent reports it, and a port no other gang with its rank 0 on that node uses now."""
-    attempt = row.attempt + 1
-    session.execute(delete(JobPartRow).where(JobPartRow.job_id == row.job_id))
-    session.execute(insert(JobPartRow), [
-        dict(job_id=row.job_id, part=rank, attempt=attempt, node=p.node, gpu_indices=list(p.gpus),
-             state=JobState.PLACED.value, log_tail="") for rank, p in enumerate(gang.parts)])
-    node = session.execute(select(NodeRow.hostname, NodeRow.agent_health)
-                           .where(NodeRow.name == gang.node)).one_or_none()
-    health = (node[1] or {}) if node else {}
-    row.master_addr = str(health.get("address") or (node[0] if node else "") or gang.node)
-    taken = session.scalars(select(JobRow.master_port).where(
-        JobRow.node == gang.node, JobRow.state.in_([JobState.PLACED, JobState.RUNNING]),
-        JobRow.master_port.is_not(None), JobRow.job_id != row.job_id)).all()
-    row.master_port = pick_port(row.job_id, attempt, taken={t for t in taken if t is not None},
-                                low=ports[0], high=ports[1])
 
 
 def _placed(session: Session, row: JobRow, placement: Placement, *, now: datetime) -> Job:

@@ -12,6 +12,7 @@ from overlay.model import GangPlacement, Placement
 from overlay.states import JobState
 from overlay.store import gangs
 from overlay.store import jobs as job_store
+from overlay.store import preemption as preemption_store
 from overlay.store.running import running_jobs
 from overlay.store.tables import AttemptUsageRow
 from tests.store.world import T0, seconds, ticking
@@ -205,3 +206,18 @@ def test_the_agents_run_both_parts_to_done_with_the_fake_executor(cluster, setti
     cluster.submit("one", gpus=1)
     schedule_pass(cluster.sessions, settings, now=T0 + seconds(5))
     assert execution.execute(b, "one", 1, part=1) is None
+
+
+def test_a_running_gang_is_no_preemption_victim(cluster, settings):
+    # Given a running gang and a running one-node job
+    two_node_cluster(cluster)
+    cluster.submit("g", gpus=1, nodes=2)
+    schedule_pass(cluster.sessions, settings, now=T0)
+    start_part(cluster, "g", 0, "node-a")
+    cluster.submit("solo", gpus=1)
+    schedule_pass(cluster.sessions, settings, now=T0)
+    with cluster.sessions.begin() as s:
+        gangs.start(s, "solo", attempt=1, part=0, node=cluster.job("solo").node)
+    # Then only the one-node job is a candidate to preempt
+    with cluster.sessions() as s:
+        assert [c.job_id for c in preemption_store.candidates(s, now=T0)] == ["solo"]
