@@ -227,10 +227,7 @@ def parts_to_stop(rt: Runtime, job_id: str, attempt: int, *, part: int) -> tuple
     running when the job has ended: a part failed or was cancelled; none for other jobs),
     and why."""
     with rt.sessions() as s:
-        state, current = job_store.attempt_state(s, job_id)
-        if current != attempt or not state.terminal:
-            return [], ""
-        return gangs.to_stop(s, job_id, attempt=attempt, besides=part), f"job is {state.value}"
+        return gangs.to_stop_after(s, job_id, attempt=attempt, part=part)
 
 
 def jobs_waiting(rt: Runtime) -> bool:

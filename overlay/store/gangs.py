@@ -136,6 +136,17 @@ def to_stop(session: Session, job_id: str, *, attempt: int, besides: int | None 
         JobPartRow.part != (-1 if besides is None else besides)).order_by(JobPartRow.part)))
 
 
+def to_stop_after(session: Session, job_id: str, *, attempt: int, part: int) -> tuple[list[str], str]:
+    """Once part ``part`` of the attempt ended: the nodes of the other parts to stop, if that
+    ended the job (a part failed or was cancelled), and why; none for a one-node job (one
+    read by primary key)."""
+    found = session.execute(select(JobRow.state, JobRow.attempt, JobRow.nodes)
+                            .where(JobRow.job_id == job_id)).one_or_none()
+    if found is None or found.nodes <= 1 or found.attempt != attempt or not found.state.terminal:
+        return [], ""
+    return to_stop(session, job_id, attempt=attempt, besides=part), f"job is {found.state.value}"
+
+
 def give_up(session: Session, job: Job, target: JobState, *, reason: str, now: datetime | None,
             lost: str | None = None) -> Job:
     """Retry (QUEUED) or fail a gang job whose part was lost, as one: the GPUs of parts on

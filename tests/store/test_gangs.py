@@ -132,6 +132,7 @@ def test_one_part_failing_fails_the_job_as_one_and_names_the_parts_to_stop(clust
     # and rank 0, still running, is the one to stop; its GPU is held until it has ended
     with cluster.sessions() as s:
         assert gangs.to_stop(s, "g", attempt=1, besides=1) == ["node-a"]
+        assert gangs.to_stop_after(s, "g", attempt=1, part=1) == (["node-a"], "job is FAILED")
     assert cluster.holders("node-a") == {0: ("g", 1)}
     # When its agent has stopped it: recorded, freed, and the job stays FAILED
     end_part(cluster, "g", 0, JobState.CANCELLED, exit_code=None, reason="job is FAILED")
@@ -221,3 +222,5 @@ def test_a_running_gang_is_no_preemption_victim(cluster, settings):
     # Then only the one-node job is a candidate to preempt
     with cluster.sessions() as s:
         assert [c.job_id for c in preemption_store.candidates(s, now=T0)] == ["solo"]
+        # and a one-node job's end never stops anything else
+        assert gangs.to_stop_after(s, "solo", attempt=1, part=0) == ([], "")
