@@ -15,6 +15,7 @@ from overlay.fairshare import Weights
 
 GPU_METRICS_MODES = ("auto", "real", "fake")
 EXECUTORS = ("subprocess", "fake")
+SUPERVISOR_LAUNCHERS = ("fork", "exec")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 GPU_ISOLATIONS = ("auto", "devices", "namespace", "none")
@@ -52,6 +53,9 @@ class Settings:
     # A supervisor kills its job when the agent has not renewed its lease for this long;
     # an agent refuses to start unless it is below NODE_TTL_S.
     fence_s: float = 10.0
+    # How an agent starts an attempt's supervisor: "fork" from its warm launcher process
+    # (workers/launcher.py), "exec" as a new interpreter (python -m workers.supervisor).
+    supervisor_launcher: str = "fork"
     # A job's log stops growing here (one marker line says so); 0: no cap.
     log_max_bytes: int = 1024 * 1024 * 1024
     # Finished jobs (and their events and log files) older than this many days are deleted
@@ -134,6 +138,7 @@ class Settings:
                               setting="GANG_PORT_MIN")
         _one_of("GPU_METRICS_MODE", self.gpu_metrics_mode, GPU_METRICS_MODES)
         _one_of("EXECUTOR", self.executor, EXECUTORS)
+        _one_of("SUPERVISOR_LAUNCHER", self.supervisor_launcher, SUPERVISOR_LAUNCHERS)
         _one_of("LOG_FORMAT", self.log_format, LOG_FORMATS)
         _one_of("GPU_ISOLATION", self.gpu_isolation, GPU_ISOLATIONS)
         _one_of("IDLE_POLICY", self.idle_policy, ("warn", "cancel"))

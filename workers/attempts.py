@@ -13,16 +13,23 @@ outcome is in Postgres, so what is left here after a crash is exactly what is un
 from __future__ import annotations
 
 import json
+import logging
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from workers import cgroups, procfs
+from workers import cgroups, launcher, procfs
 from workers.supervisor import group_name, write_atomically
+
+log = logging.getLogger(__name__)
 
 
 def node_dir(state_dir: str, node: str) -> Path:
@@ -121,23 +128,218 @@ def found(state_dir: str, node: str) -> list[AttemptDir]:
     return dirs
 
 
-def start(directory: AttemptDir, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
-    """Write the spec and a fresh lease, then start the supervisor in a session of its own
-    (so neither a signal to the agent's process group nor its exit reaches it); raise OSError."""
+def prepare(directory: AttemptDir, spec: dict[str, Any]) -> None:
+    """Write the spec and a fresh lease, before a supervisor starts; raise OSError."""
     directory.path.mkdir(parents=True, exist_ok=True)
     for stale in ("outcome.json", "cancel", "preempt", "preempted", "supervisor"):
         (directory.path / stale).unlink(missing_ok=True)
     write_atomically(directory.path / "spec.json", json.dumps(spec).encode())
     directory.renew()
+
+
+class Supervisor(Protocol):
+    """A started supervisor, as the agent waits for it."""
+
+    def ended(self, timeout_s: float) -> bool:
+        """Whether it has exited, waiting up to ``timeout_s`` for it."""
+
+    def close(self) -> None:
+        """Let go of it (it runs on if it has not ended)."""
+
+
+class Spawned:
+    """A supervisor started as a new interpreter, a child of this process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def ended(self, timeout_s: float) -> bool:
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def spawn(directory: AttemptDir) -> Spawned:
+    """Start ``python -m workers.supervisor`` on a prepared directory, in a session of its
+    own (so neither a signal to the agent's process group nor its exit reaches it); raise OSError."""
     err = open(directory.path / "supervisor.err", "ab")  # noqa: SIM115 - handed to the child
     try:
-        return subprocess.Popen(
+        return Spawned(subprocess.Popen(
             [sys.executable, "-m", "workers.supervisor", str(directory.path)],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
             cwd=os.getcwd(), env=supervisor_env(),
-        )
+        ))
     finally:
         err.close()
+
+
+def start(directory: AttemptDir, spec: dict[str, Any]) -> Spawned:
+    """prepare() then spawn(); raise OSError."""
+    prepare(directory, spec)
+    return spawn(directory)
+
+
+class Launched:
+    """A supervisor the node's launcher forked: not this process's child, so its end is seen
+    on a pidfd (readable once it exits), or where there is none by polling /proc."""
+
+    POLL_S = 0.02
+
+    def __init__(self, pid: int, started: int) -> None:
+        self.pid, self.started = pid, started
+        self.pidfd: int | None = None
+        self.gone = False
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.gone = True
+            return
+        except (AttributeError, OSError):
+            pass  # no pidfds here (Linux < 5.3): polled
+        if procfs.start_time(pid) != started:  # ended and reaped already, its pid perhaps reused
+            self.close()
+            self.gone = True
+
+    def ended(self, timeout_s: float) -> bool:
+        if self.gone:
+            return True
+        if self.pidfd is not None:
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            return bool(poller.poll(timeout_s * 1000))
+        deadline = time.monotonic() + timeout_s
+        while procfs.alive(self.pid) and procfs.start_time(self.pid) == self.started:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self.POLL_S)
+        return True
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+class LauncherUnavailable(OSError):
+    """The launcher could not start this supervisor, and did not: start it another way."""
+
+
+class Launcher:
+    """The agent's side of its supervisor launcher (workers/launcher.py): started on first
+    use, started again when it died; after a launcher that fails at once, none is tried
+    for ``retry_after_s`` (each launch() raises LauncherUnavailable meanwhile)."""
+
+    def __init__(self, *, argv: list[str] | None = None, timeout_s: float = 30.0,
+                 retry_after_s: float = 60.0) -> None:
+        self.argv = argv or [sys.executable, "-m", "workers.launcher"]
+        self.timeout_s, self.retry_after_s = timeout_s, retry_after_s
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.retry_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        """The launcher's pid while one runs."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def launch(self, directory: AttemptDir) -> Launched:
+        """The supervisor of a prepared directory, forked by the launcher; raise
+        LauncherUnavailable if it was not started (it never will be by this request)."""
+        with self.lock:
+            if time.monotonic() < self.retry_at:
+                raise LauncherUnavailable("the supervisor launcher failed a moment ago")
+            for _ in range(2):
+                fresh = self.sock is None
+                try:
+                    if fresh:
+                        self._start()
+                    return self._ask(directory)
+                except _Died as e:
+                    self._stop()
+                    if fresh:
+                        why = str(e)
+                        break
+                    log.info("the supervisor launcher is gone (%s): starting another", e)
+            self.retry_at = time.monotonic() + self.retry_after_s
+            log.warning("cannot use the supervisor launcher (%s): supervisors start as new "
+                        "interpreters (python -m workers.supervisor) for the next %.0f s", why,
+                        self.retry_after_s)
+            raise LauncherUnavailable(why)
+
+    def close(self) -> None:
+        with self.lock:
+            self._stop()
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [*self.argv, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=os.getcwd(), env=supervisor_env(),
+            )
+        except OSError as e:
+            ours.close()
+            raise _Died(f"cannot start it: {e}") from e
+        finally:
+            theirs.close()
+        ours.settimeout(self.timeout_s)
+        self.sock = ours
+
+    def _ask(self, directory: AttemptDir) -> Launched:
+        assert self.sock is not None
+        try:
+            self.sock.send(os.fsencode(directory.path.absolute()))
+            reply = self.sock.recv(launcher.MAX_REQUEST)
+        except TimeoutError as e:
+            reply = self._last_word()
+            if not reply:
+                raise _Died(f"no answer in {self.timeout_s:.0f} s") from e
+        except OSError as e:
+            raise _Died(str(e)) from e
+        if not reply:
+            raise _Died("it exited")
+        kind, _, rest = reply.decode(errors="replace").partition(" ")
+        if kind != "ok":
+            raise LauncherUnavailable(rest)
+        pid, started = (int(x) for x in rest.split())
+        return Launched(pid, started)
+
+    def _last_word(self) -> bytes:
+        """End a launcher that did not answer in time, then read the answer it may have sent
+        just before (then its child may run: it must be waited for, not started again)."""
+        sock = self.sock
+        self.sock = None
+        self._stop()
+        assert sock is not None
+        try:
+            sock.setblocking(False)
+            return sock.recv(launcher.MAX_REQUEST)
+        except OSError:
+            return b""
+        finally:
+            sock.close()
+
+    def _stop(self) -> None:
+        """Close the socket and end the launcher (a supervisor it forked but did not answer
+        for reads EOF and exits unstarted); its running supervisors go on."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+class _Died(Exception):
+    """The launcher is not there, or died with the request (so nothing was started)."""
 
 
 def supervisor_env() -> dict[str, str]:

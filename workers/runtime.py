@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from overlay.config import Settings
 from overlay.gpus import GpuProbe, open_probe
 from overlay.store.session import make_engine, make_sessionmaker
+from workers.attempts import Launcher
 from workers.queues import PassRequests
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,11 @@ class Runtime:
         """The node's GPU probe; raises GpuProbeError in real mode without NVML."""
         s = self.settings
         return open_probe(s.gpu_metrics_mode, node_name=s.node_name, fake_gpus=s.fake_gpus)
+
+    @cached_property
+    def launcher(self) -> Launcher:
+        """This agent's supervisor launcher (its process starts on the first launch)."""
+        return Launcher()
 
     @property
     def is_agent(self) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -88,18 +87,29 @@ def run(rt: Runtime, job: Job, log_path: Path, header: str) -> runner.Outcome | 
     directory = attempt_dir(rt, job.job_id, job.attempt)
     rt.agent.supervise(directory)
     try:
-        proc = attempts.start(directory, spec_of(rt, job, log_path, header))
+        attempts.prepare(directory, spec_of(rt, job, log_path, header))
+        supervisor = start_supervisor(rt, directory)
     except OSError as e:
         rt.agent.unsupervise(directory)
         return runner.Outcome(exit_code=None, reason=f"cannot start the job's supervisor: {e}")
-    while True:
-        try:
-            proc.wait(timeout=WAIT_TICK_S)
-            break
-        except subprocess.TimeoutExpired:
+    try:
+        while not supervisor.ended(WAIT_TICK_S):
             if rt.agent.stopping:
                 return None
+    finally:
+        supervisor.close()
     return outcome_of(directory)
+
+
+def start_supervisor(rt: Runtime, directory: AttemptDir) -> attempts.Supervisor:
+    """The attempt's supervisor, forked by this agent's launcher; a new interpreter where
+    SUPERVISOR_LAUNCHER=exec or the launcher cannot start it (it says so in the log)."""
+    if rt.settings.supervisor_launcher == "fork":
+        try:
+            return rt.launcher.launch(directory)
+        except attempts.LauncherUnavailable:
+            pass
+    return attempts.spawn(directory)
 
 
 def wait(rt: Runtime, directory: AttemptDir) -> runner.Outcome | None:
