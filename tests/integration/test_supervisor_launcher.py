@@ -55,7 +55,8 @@ def test_a_forked_supervisor_runs_its_attempt_in_a_session_of_its_own_and_is_rea
     # Then the supervisor is the launcher's child, in a session of its own, and says so in
     # the attempt's directory (pid and start time) as one started by exec does
     wait_until(lambda: directory.supervisor_alive(), timeout=30, what="the supervisor's record")
-    assert (directory.path / "supervisor").read_text().split() == [str(supervisor.pid), str(supervisor.started)]
+    record = (directory.path / "supervisor").read_text().split()
+    assert record == [str(supervisor.pid), str(supervisor.started)]
     assert procfs_parent(supervisor.pid) == launcher.pid
     assert procfs.session_of(supervisor.pid) == supervisor.pid != procfs.session_of(launcher.pid or 0)
     assert not supervisor.ended(0)
