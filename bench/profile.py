@@ -75,14 +75,15 @@ def spy(pid: int, out: Path, seconds: int, rate: int) -> subprocess.Popen[bytes]
     )
 
 
-SUPERVISOR = "[a job's supervisor process: workers.supervisor]"
+SUPERVISOR = "[a job's supervisor process: workers.supervisor, or its launcher]"
 
 
 def frame_name(frame: str) -> str:
     """``function (file)`` for a Python frame; for a child process (py-spy --subprocesses
     names it ``process PID:"cmd"``), one name for every job's supervisor and none for others."""
     if frame.startswith("process "):
-        return SUPERVISOR if "workers.supervisor" in frame else ""
+        # A supervisor forked by the launcher keeps the launcher's command line.
+        return SUPERVISOR if "workers.supervisor" in frame or "workers.launcher" in frame else ""
     return frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
 
 

@@ -262,9 +262,9 @@ def turnover_gaps(events: list[Any]) -> tuple[list[float], list[float]]:
     return gaps, runs
 
 
-def start_stack(database_url: str, workdir: Path) -> Stack:
+def start_stack(database_url: str, workdir: Path, **env: str) -> Stack:
     stack = Stack(database_url=database_url, redis_url=REDIS_URL, workdir=workdir,
-                  HEARTBEAT_INTERVAL_S="5", RECONCILE_INTERVAL_S="3", NODE_TTL_S="15")
+                  HEARTBEAT_INTERVAL_S="5", RECONCILE_INTERVAL_S="3", NODE_TTL_S="15", **env)
     stack.start_api()
     stack.start_scheduler()
     stack.start_agent("node-a")

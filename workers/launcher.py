@@ -6,8 +6,9 @@ Started by the agent (workers/attempts.py ``Launcher``) as ``python -m workers.l
 one end of a socket pair the agent keeps the other end of: no path, no permissions, and
 no other process can ask it anything. It has imported what a supervisor needs
 (workers.supervisor: the standard library and workers.cgroups, no Celery, SQLAlchemy or
-Flask: .importlinter), so a fork of it is a supervisor ready to run, in about a
-millisecond instead of a new interpreter's tens to hundreds.
+Flask: .importlinter), so a fork of it is a supervisor ready to run: a few milliseconds
+from the agent's request to its answer, where a new interpreter costs about a hundred of
+CPU (bench/supervisor_start.py measures both).
 
 The protocol, one datagram each way (SOCK_SEQPACKET): the agent sends an attempt
 directory's absolute path; the launcher forks, and answers ``ok <pid> <start time>`` (the

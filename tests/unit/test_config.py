@@ -25,7 +25,8 @@ def test_values_are_read_and_converted():
     ("env", "named"),
     [({"AGENT_PORT": "eighty"}, "AGENT_PORT"), ({"GPU_METRICS_MODE": "gpu"}, "GPU_METRICS_MODE"),
      ({"NODE_LABELS": "zone"}, "NODE_LABELS"), ({"NODE_TTL_S": "0"}, "NODE_TTL_S"),
-     ({"EXECUTOR": "docker"}, "EXECUTOR"), ({"GPU_ISOLATION": "ebpf"}, "GPU_ISOLATION")],
+     ({"EXECUTOR": "docker"}, "EXECUTOR"), ({"GPU_ISOLATION": "ebpf"}, "GPU_ISOLATION"),
+     ({"SUPERVISOR_LAUNCHER": "spawn"}, "SUPERVISOR_LAUNCHER")],
 )
 def test_a_bad_value_is_a_config_error_naming_the_variable(env, named):
     with pytest.raises(ConfigError) as caught:
