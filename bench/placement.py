@@ -158,34 +158,44 @@ def db_pass_rounds(server: str, template: str, rounds: int) -> dict:
     from workers.tasks import send_run_jobs
 
     admin = _admin(server)
-    totals, sends, placed = [], [], 0
-    for _ in range(rounds):
-        name = f"{template}_r{uuid.uuid4().hex[:6]}"
-        with admin.connect() as conn:  # type: ignore[attr-defined]
-            conn.execute(text(f'create database "{name}" template "{template}"'))
-        engine = make_engine(f"{server}/{name}")
-        try:
-            with engine.begin() as conn:  # registered a while ago: seen now, as heartbeats would
-                conn.execute(text("update nodes set last_seen = clock_timestamp()"))
-            sessions = make_sessionmaker(engine)
-            t0 = time.perf_counter_ns()
-            messages = scheduler.schedule_pass(sessions, app.settings).runs
-            t1 = time.perf_counter_ns()
-            send_run_jobs(messages)
-            t2 = time.perf_counter_ns()
-        finally:
-            engine.dispose()
+    totals, sends, placed, alone = [], [], 0, []
+    for k in range(rounds):
+        # Side by side: the pass as it runs (placements written together) and one job at a
+        # time (jobs.place per job, as before overlay/store/placing.py), alternating first.
+        for batch in ((True, False) if k % 2 == 0 else (False, True)):
+            name = f"{template}_r{uuid.uuid4().hex[:6]}"
             with admin.connect() as conn:  # type: ignore[attr-defined]
-                conn.execute(text(f'drop database if exists "{name}" with (force)'))
-        print(f"bench: database pass: schedule_pass {(t1 - t0) / 1e6:.0f} ms, sending {len(messages)} "
-              f"run_job {(t2 - t1) / 1e6:.0f} ms", file=sys.stderr, flush=True)
-        totals.append(t2 - t0)
-        sends.append(t2 - t1)
-        placed = len(messages)
-        redis.Redis.from_url(app.settings.redis_url).flushdb()  # a thousand assign: queues nobody reads
+                conn.execute(text(f'create database "{name}" template "{template}"'))
+            engine = make_engine(f"{server}/{name}")
+            try:
+                with engine.begin() as conn:  # registered a while ago: seen now, as heartbeats would
+                    conn.execute(text("update nodes set last_seen = clock_timestamp()"))
+                sessions = make_sessionmaker(engine)
+                t0 = time.perf_counter_ns()
+                messages = scheduler.schedule_pass(sessions, app.settings, batch=batch).runs
+                t1 = time.perf_counter_ns()
+                if batch:
+                    send_run_jobs(messages)
+                t2 = time.perf_counter_ns()
+            finally:
+                engine.dispose()
+                with admin.connect() as conn:  # type: ignore[attr-defined]
+                    conn.execute(text(f'drop database if exists "{name}" with (force)'))
+            if not batch:
+                print(f"bench: database pass, one placement at a time: schedule_pass "
+                      f"{(t1 - t0) / 1e6:.0f} ms for {len(messages)}", file=sys.stderr, flush=True)
+                alone.append(t1 - t0)
+                continue
+            print(f"bench: database pass: schedule_pass {(t1 - t0) / 1e6:.0f} ms, sending {len(messages)} "
+                  f"run_job {(t2 - t1) / 1e6:.0f} ms", file=sys.stderr, flush=True)
+            totals.append(t2 - t0)
+            sends.append(t2 - t1)
+            placed = len(messages)
+            redis.Redis.from_url(app.settings.redis_url).flushdb()  # a thousand assign: queues nobody reads
     admin.dispose()  # type: ignore[attr-defined]
     return {"pass_10k_db_ms": statistics.median(totals) / 1e6,
-            "pass_10k_db_send_ms": statistics.median(sends) / 1e6, "pass_10k_db_placed": placed}
+            "pass_10k_db_send_ms": statistics.median(sends) / 1e6, "pass_10k_db_placed": placed,
+            "pass_10k_db_one_by_one_ms": statistics.median(alone) / 1e6}
 
 
 def db_pass(server: str, redis_url: str, rounds: int, *, nodes: int = 1_000, jobs: int = 10_000) -> dict:
@@ -246,6 +256,10 @@ def report(figures: dict) -> str:
         tail.append(f"the scheduler's pass with Postgres and the sends: {figures['pass_10k_db_ms']:.0f} ms "
                     f"(of which sending {figures['pass_10k_db_placed']} run_job: "
                     f"{figures['pass_10k_db_send_ms']:.0f} ms)")
+    if "pass_10k_db_one_by_one_ms" in figures:
+        alone = figures["pass_10k_db_one_by_one_ms"]
+        tail.append(f"the same pass writing one placement at a time: {alone:.0f} ms without the sends "
+                    f"({alone / figures['pass_10k_db_ms']:.1f}x)")
     return "\n".join([head, *rows, "", *tail])
 
 

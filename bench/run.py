@@ -397,6 +397,9 @@ def table(r: dict[str, Any]) -> str:
         rows.append(("scheduling pass, 10,000 jobs on 1,000 nodes, with Postgres and the sends",
                      f"{r['pass_10k_db_ms']:.0f} ms ({r['pass_10k_db_placed']} placed; sending "
                      f"{r['pass_10k_db_send_ms']:.0f} ms)"))
+    if "pass_10k_db_one_by_one_ms" in r:
+        rows.append(("the same pass writing one placement at a time (before overlay/store/placing.py)",
+                     f"{r['pass_10k_db_one_by_one_ms']:.0f} ms, without the sends"))
     if "array_tasks_per_s" in r:
         rows.append((f"array of {r['counts']['array']:,} tasks accepted",
                      f"{r['array_tasks_per_s']:.0f} tasks/s"))

@@ -16,17 +16,18 @@ from overlay.fleet import Fleet, shape_of
 from overlay.gang import parts_of
 from overlay.liveness import expiry_window
 from overlay.logfmt import job_fields
-from overlay.model import Job, Placement
+from overlay.model import GangPlacement, Job, Placement
 from overlay.policies import get_policy
 from overlay.preemption import AwaitStop, Preemption, Stopping
 from overlay.queueing import Queued, plan_pass
 from overlay.quota import Admit
 from overlay.retry import decide_retry
-from overlay.store import cluster_state, gangs, sharing
+from overlay.store import cluster_state, gangs, placing, sharing
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store import preemption as preemption_store
 from overlay.store.holds import hold, queued_for_pass
+from overlay.store.placing import Wanted
 from overlay.store.running import running_jobs
 from overlay.store.session import resolve_now
 
@@ -73,12 +74,14 @@ class PassResult:
 
 
 def schedule_pass(
-    sessions: sessionmaker[Session], settings: Settings, *, now: datetime | None = None
+    sessions: sessionmaker[Session], settings: Settings, *, now: datetime | None = None,
+    batch: bool = True,
 ) -> PassResult:
     """Place what fits of the queue, preempt for what waits (PREEMPTION=on), record why the
     rest waits; return what to dispatch.
 
-    ``now`` is Postgres's clock unless given (tests give one).
+    ``now`` is Postgres's clock unless given (tests give one). One-node placements are
+    written together (``batch``; bench/placement.py compares it with one job at a time).
     """
     with sessions.begin() as s:
         cluster_state.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
@@ -106,6 +109,7 @@ def schedule_pass(
         held = {x.job_id for x in stopping} | yielding.keys()
         ready = {j.job_id: j for j in holds.ready if j.job_id not in held}
         blocked: list[Job] = []
+        wanted: list[Wanted] = []
         # A job that preempted others goes first, so the GPUs it freed are its own.
         first = preemptors_first(order, set(yielding.values()) | {x.for_job for x in stopping})
         for decision in plan_pass(ready.values(), fleet, policy=policy, running=running_jobs(s, now=now),
@@ -115,6 +119,10 @@ def schedule_pass(
                 if ready[decision.job_id].spec.nodes == 1:  # a gang preempts no one (yet)
                     blocked.append(ready[decision.job_id])
                 continue
+            if batch and not isinstance(decision.outcome, GangPlacement):
+                wanted.append(Wanted(job_id=decision.job_id, placement=decision.outcome,
+                                     borrowed=decision.borrowed))
+                continue
             try:
                 job = job_store.place(s, decision.job_id, decision.outcome, now=now,
                                       borrowed=decision.borrowed,
@@ -123,6 +131,12 @@ def schedule_pass(
                 waiting[decision.job_id] = f"{e.message}; will retry"
                 continue
             messages += run_messages(job, decision.outcome)
+            placed.append(job)
+        # The one-node placements, written together (overlay/store/placing.py).
+        written = placing.place_many(s, wanted, now=now)
+        waiting.update({job_id: f"{why}; will retry" for job_id, why in written.refused.items()})
+        for job in written.jobs:
+            messages += run_messages(job, Placement(node=job.node or "", gpus=job.gpus))
             placed.append(job)
         done: list[Preemption] = []
         if settings.preemption == "on" and blocked:
