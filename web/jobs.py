@@ -197,7 +197,7 @@ class JobLogs(MethodView):
             raise InvalidField("part", f"job {job_id} has {job.spec.nodes} part"
                                        f"{'' if job.spec.nodes == 1 else 's'}: 0..{job.spec.nodes - 1}")
         with svc.transaction() as s:
-            tail = gangs.part_log_tail(s, job_id, part) if part else store.log_tail(s, job_id)
+            tail = gangs.part_log_tail(s, job_id, part) if job.spec.nodes > 1 else store.log_tail(s, job_id)
         offset = query.get("offset", 0)
         limit = query.get("limit", MAX_LOG_CHUNK if "offset" in query else None)
         path = log_path(svc.settings.log_dir, job_id, part)

@@ -106,7 +106,11 @@ def schedule_pass(
         yielding = preemption_holds(queued, now=now, within_s=settings.preempt_grace_s + PREEMPTOR_FIRST_S)
         waiting.update({v: f"preempted by {p}; waiting for {p} to start" for v, p in yielding.items()
                         if v not in waiting})
-        held = {x.job_id for x in stopping} | yielding.keys()
+        # A gang retried while a part of its last attempt still runs waits for that part.
+        parts_stopping = gangs.stopping(s, [j.job_id for j in queued if j.spec.nodes > 1])
+        waiting.update({j: f"waiting for its previous attempt to stop on {', '.join(nodes)}"
+                        for j, nodes in parts_stopping.items()})
+        held = {x.job_id for x in stopping} | yielding.keys() | parts_stopping.keys()
         ready = {j.job_id: j for j in holds.ready if j.job_id not in held}
         blocked: list[Job] = []
         wanted: list[Wanted] = []

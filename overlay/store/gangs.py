@@ -24,7 +24,7 @@ from overlay.store.jobs import (
 )
 from overlay.store.jobs import start as start_one
 from overlay.store.session import resolve_now
-from overlay.store.tables import JobPartRow, JobRow, NodeRow
+from overlay.store.tables import GpuAllocationRow, JobPartRow, JobRow, NodeRow
 
 ACTIVE = (JobState.PLACED, JobState.RUNNING)
 # A part still holding its node: placed and not started, or running.
@@ -101,6 +101,17 @@ def finish_part(session: Session, job_id: str, *, attempt: int, part: int, targe
     """
     row = get_job(session, job_id, lock=True)
     p = _part_row(session, job_id, part)
+    if (row.state is JobState.QUEUED and row.attempt == attempt and p is not None and p.attempt == attempt
+            and p.state == JobState.RUNNING.value):
+        # The gang was given up (retried) while this part ran on: its end is recorded and its
+        # GPUs freed, so that the retry (held until then: ``stopping``) may be placed.
+        now = resolve_now(session, now)
+        p.state, p.exit_code = target.value, ending.exit_code
+        p.reason = reason or "stopped: the gang was retried"
+        p.log_tail, p.finished_at = ending.log_tail, now
+        release_gpus(session, job_id, attempt=attempt, node=p.node, now=now)
+        session.flush()
+        return as_part(to_job(row), p)
     if row.attempt != attempt or row.state in (JobState.QUEUED, JobState.PLACED) or p is None \
             or p.attempt != attempt:
         raise _stale(row, attempt)
@@ -187,7 +198,11 @@ def running_parts_on(session: Session, node: str) -> list[Job]:
     rows = session.execute(
         select(JobRow, JobPartRow).join(JobPartRow, JobPartRow.job_id == JobRow.job_id)
         .where(JobRow.state == JobState.RUNNING, JobPartRow.attempt == JobRow.attempt,
-               JobPartRow.state == JobState.RUNNING.value, JobPartRow.node == node)).all()
+               JobPartRow.state == JobState.RUNNING.value, JobPartRow.node == node)
+        # Locked, as jobs.running_on locks one-node jobs: a part's end recorded while the
+        # caller looks for its supervisor waits, instead of looking like a lost part.
+        .order_by(JobRow.job_id).with_for_update()
+        .execution_options(populate_existing=True)).all()
     return [as_part(to_job(j), p) for j, p in rows]
 
 
@@ -207,3 +222,21 @@ def part_log_tail(session: Session, job_id: str, part: int) -> str:
     tail = session.scalar(select(JobPartRow.log_tail).where(JobPartRow.job_id == job_id,
                                                             JobPartRow.part == part))
     return tail or ""
+
+
+def stopping(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
+    """Of the QUEUED gang jobs ``job_ids``, those whose given-up attempt still holds GPUs (a
+    part still running on a live node): job -> those nodes. Such a gang is not placed
+    again until they have stopped: two attempts of one part would run at once."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(GpuAllocationRow.job_id, GpuAllocationRow.node).distinct()
+        .join(JobRow, (JobRow.job_id == GpuAllocationRow.job_id)
+              & (JobRow.attempt == GpuAllocationRow.attempt))
+        .where(JobRow.job_id.in_(job_ids), JobRow.state == JobState.QUEUED)
+        .order_by(GpuAllocationRow.job_id, GpuAllocationRow.node))
+    found: dict[str, list[str]] = {}
+    for job_id, node in rows:
+        found.setdefault(job_id, []).append(node)
+    return found

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import TextClause, bindparam, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,7 @@ from overlay.model import GangPlacement, Job, JobEvent, JobSpec, NodeState, Plac
 from overlay.states import TIMESTAMP_OF, JobState, check_transition
 from overlay.store import counters, parts, stats, usage
 from overlay.store.session import resolve_now
-from overlay.store.tables import GpuAllocationRow, JobEventRow, JobRow, NodeRow
+from overlay.store.tables import GpuAllocationRow, JobEventRow, JobPartRow, JobRow, NodeRow
 
 # JobSpec fields stored as they are; cmd, env and node_selector change container type.
 SCALAR_SPEC_FIELDS = ("job_id", "image", "gpus", "gpu_memory_mb", "gpu_model", "priority",
@@ -258,7 +258,7 @@ def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job
     """Cancel a job. A running job keeps its GPUs until its agent has killed it."""
     row = get_job(session, job_id, lock=True)
     # A preempted job (QUEUED) may still be stopping on its node: its GPUs go when it has.
-    stopping = row.state is JobState.QUEUED and row.preempted_by is not None
+    stopping = row.state is JobState.QUEUED and (row.preempted_by is not None or row.nodes > 1)
     job = _move(session, row, JobState.CANCELLED, now=now, reason="cancelled by user",
                 keep_gpus=row.state is JobState.RUNNING or stopping)
     parts.end_unstarted(session, row, now=now)
@@ -433,6 +433,14 @@ def release_stray_allocations(session: Session, *, before: datetime, now: dateti
         .where((JobRow.state.not_in(active)) | (JobRow.attempt != GpuAllocationRow.attempt))
         .where(func.coalesce(JobRow.finished_at, GpuAllocationRow.allocated_at) < before)
         .where(or_(JobRow.preempted_at.is_(None), JobRow.preempted_at < before - timedelta(seconds=grace_s)))
+        # A gang's part still running on a live node (its gang was retried or ended around
+        # it) keeps its GPUs until its agent has stopped it and recorded its end.
+        .where(~exists().where(JobPartRow.job_id == GpuAllocationRow.job_id,
+                               JobPartRow.attempt == GpuAllocationRow.attempt,
+                               JobPartRow.node == GpuAllocationRow.node,
+                               JobPartRow.state == JobState.RUNNING.value,
+                               JobPartRow.node.in_(select(NodeRow.name).where(
+                                   NodeRow.state == NodeState.ONLINE.value))))
     )
     pairs = session.execute(stray).all()
     for job_id, attempt in set(pairs):

@@ -169,12 +169,19 @@ def test_a_lost_node_retries_the_whole_gang_and_frees_the_lost_parts_gpus(cluste
     assert (job.state, job.reason) == (JobState.QUEUED, "node lost (node-b); retry 1 of 1")
     # and node-b's GPU is free; node-a's part keeps its GPU until its agent has stopped it
     assert cluster.holders("node-b") == {} and cluster.holders("node-a") == {0: ("g", 1)}
-    # When node-a's part ends after that (its agent stopped it): only node-a's GPU is freed
-    with pytest.raises(job_store.StaleAttempt):
-        end_part(cluster, "g", 0, JobState.CANCELLED, exit_code=None)
-    with cluster.sessions.begin() as s:
-        job_store.release_gpus(s, "g", attempt=1, node="node-a")
+    # And while that part runs, the retry is not placed (two attempts of part 0 at once)
+    cluster.heartbeat("node-b", at=now)
+    assert schedule_pass(cluster.sessions, settings, now=now + seconds(1)).runs == []
+    assert cluster.job("g").reason == "waiting for its previous attempt to stop on node-a"
+    # When node-a's part ends after that (its agent stopped it): its end is recorded, its GPU freed
+    end_part(cluster, "g", 0, JobState.CANCELLED, exit_code=None)
     assert cluster.holders("node-a") == {}
+    with cluster.sessions() as s:
+        assert [p.state for p in gangs.parts(s, "g")][0] == "CANCELLED"
+    # And the retry goes: attempt 2 on both nodes
+    again = schedule_pass(cluster.sessions, settings, now=now + seconds(2)).runs
+    assert sorted((m.node, m.part) for m in again) == [("node-a", 0), ("node-b", 1)]
+    assert cluster.job("g").attempt == 2
 
 
 def test_reconcile_resends_the_run_job_of_a_part_never_started(cluster, settings):
@@ -224,3 +231,21 @@ def test_a_running_gang_is_no_preemption_victim(cluster, settings):
         assert [c.job_id for c in preemption_store.candidates(s, now=T0)] == ["solo"]
         # and a one-node job's end never stops anything else
         assert gangs.to_stop_after(s, "solo", attempt=1, part=0) == ([], "")
+
+
+def test_a_part_still_running_on_a_live_node_keeps_its_gpus_past_the_stray_grace(cluster, settings):
+    # Given a gang that has run for minutes when node-b is lost
+    two_node_cluster(cluster)
+    cluster.submit("g", gpus=1, nodes=2, max_retries=1)
+    schedule_pass(cluster.sessions, settings, now=T0)
+    start_part(cluster, "g", 0, "node-a")
+    start_part(cluster, "g", 1, "node-b")
+    late = T0 + seconds(600)
+    cluster.heartbeat("node-a", at=late)
+    cluster.reconcile_has_been_ticking(until=late - seconds(1))
+    reconcile(cluster.sessions, settings, now=late)
+    # When reconcile ticks again well past the stray grace while node-a's part runs on
+    cluster.heartbeat("node-a", at=late + seconds(60))
+    reconcile(cluster.sessions, settings, now=late + seconds(60))
+    # Then its GPU is still held (a retry placed there would share it with the running part)
+    assert cluster.holders("node-a") == {0: ("g", 1)}

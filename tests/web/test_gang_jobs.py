@@ -49,3 +49,20 @@ def test_a_one_node_job_shows_no_parts(client):
     client.post("/api/jobs", json={"job_id": "solo", "cmd": ["true"]})
     shown = client.get("/api/jobs/solo").json
     assert (shown["nodes"], shown["parts"], shown["master_addr"]) == (1, None, None)
+
+
+def test_part_0s_stored_output_is_its_own_when_another_part_ended_the_job(client, sessions):
+    client.post("/api/jobs", json={"job_id": "g0", "cmd": ["train"], "gpus": 1, "nodes": 2})
+    gang = GangPlacement(node="node-a", gpus=(0,), parts=(Placement(node="node-a", gpus=(0,)),
+                                                        Placement(node="node-b", gpus=(0,))))
+    with sessions.begin() as s:
+        job_store.place(s, "g0", gang, ports=(40000, 40000))
+        gangs.start(s, "g0", attempt=1, part=0, node="node-a")
+        gangs.start(s, "g0", attempt=1, part=1, node="node-b")
+        gangs.finish_part(s, "g0", attempt=1, part=0, target=JobState.DONE, reason=None,
+                          ending=Ending(exit_code=0, log_tail="part zero\n"))
+        gangs.finish_part(s, "g0", attempt=1, part=1, target=JobState.FAILED, reason="exit code 3",
+                          ending=Ending(exit_code=3, log_tail="part one\n"))
+    # (no log file here: the logs are the other hosts'; the stored tails answer)
+    assert client.get("/api/jobs/g0/logs").get_data(as_text=True) == "part zero\n"
+    assert client.get("/api/jobs/g0/logs?part=1").get_data(as_text=True) == "part one\n"
