@@ -177,7 +177,7 @@ def test_a_lost_node_retries_the_whole_gang_and_frees_the_lost_parts_gpus(cluste
     end_part(cluster, "g", 0, JobState.CANCELLED, exit_code=None)
     assert cluster.holders("node-a") == {}
     with cluster.sessions() as s:
-        assert [p.state for p in gangs.parts(s, "g")][0] == "CANCELLED"
+        assert gangs.parts(s, "g")[0].state == "CANCELLED"
     # And the retry goes: attempt 2 on both nodes
     again = schedule_pass(cluster.sessions, settings, now=now + seconds(2)).runs
     assert sorted((m.node, m.part) for m in again) == [("node-a", 0), ("node-b", 1)]
