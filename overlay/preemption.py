@@ -13,12 +13,14 @@ A job whose own victims are still stopping preempts nobody else: it waits for th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from itertools import combinations
 
 from overlay.fleet import Fleet
-from overlay.model import JobSpec, Placement
+from overlay.model import Job, JobSpec, Placement
+from overlay.queueing import Queued
 from overlay.quota import Admission, Admit, QuotaGate
 
 # Exact search over the subsets of a node's candidates up to this many; beyond, greedy.
@@ -88,6 +90,31 @@ def current(candidates: Sequence[Candidate], admit: Admit) -> list[Candidate]:
     gate = admit if isinstance(admit, QuotaGate) else None
     return [c if not c.borrowed or (gate is not None and gate.over(c.account))
             else replace(c, borrowed=False) for c in candidates]
+
+
+def yielding(queued: list[Job], *, now: datetime, within_s: float) -> dict[str, str]:
+    """Victims whose preemptor still waits, preempted less than ``within_s`` ago: victim ->
+    preemptor. A victim waits for its preemptor to start (else a victim earlier in the queue
+    order would take the GPUs back and be preempted again, in turn for ever); past
+    ``within_s`` (its preemptor cannot run after all), it waits no more."""
+    waiting = {j.job_id for j in queued}
+    return {j.job_id: j.preempted_by for j in queued
+            if j.preempted_by in waiting and j.preempted_at is not None
+            and now - j.preempted_at < timedelta(seconds=within_s)}
+
+
+def preemptors_first(order: Callable[[Iterable[Queued]], list[Queued]],
+                     preemptors: set[str]) -> Callable[[Iterable[Queued]], list[Queued]]:
+    """``order`` with the jobs that preempted others ahead of the rest (in ``order``'s order)."""
+    if not preemptors:
+        return order
+
+    def ordered(jobs: Iterable[Queued]) -> list[Queued]:
+        found = order(jobs)
+        return ([j for j in found if j.spec.job_id in preemptors]
+                + [j for j in found if j.spec.job_id not in preemptors])
+
+    return ordered
 
 
 def may_preempt(job: JobSpec, victim: Candidate, *, gap: int) -> bool:

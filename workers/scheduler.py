@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -19,14 +18,14 @@ from overlay.logfmt import job_fields
 from overlay.model import GangPlacement, Job, Placement
 from overlay.policies import get_policy
 from overlay.preemption import AwaitStop, Preemption, Stopping
-from overlay.queueing import Queued, plan_pass
+from overlay.queueing import plan_pass
 from overlay.quota import Admit
 from overlay.retry import decide_retry
 from overlay.store import cluster_state, gangs, placing, sharing
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store import preemption as preemption_store
-from overlay.store.holds import hold, queued_for_pass
+from overlay.store.holds import hold, queued_for_pass, still_stopping
 from overlay.store.placing import Wanted
 from overlay.store.running import running_jobs
 from overlay.store.session import resolve_now
@@ -98,24 +97,28 @@ def schedule_pass(
         # Dependencies not met and arrays at their %N limit keep jobs out of the plan, and so
         # does a preempted attempt until its agent has stopped it and its preemptor has run.
         holds = hold(s, queued, now=now)
-        stopping = preemption_store.stopping(s, (j.job_id for j in queued if j.preempted_by))
         messages: list[RunJobMessage] = []
         placed: list[Job] = []
         waiting: dict[str, str] = dict(holds.waiting)
-        waiting.update({x.job_id: f"preempted by {x.for_job}; stopping on {x.node}" for x in stopping})
-        yielding = preemption_holds(queued, now=now, within_s=settings.preempt_grace_s + PREEMPTOR_FIRST_S)
+        # An attempt still being stopped (preempted, or a retried gang's part) keeps its job out.
+        by_id = {j.job_id: j for j in queued}
+        still = still_stopping(s, queued)
+        stopping = [Stopping(job_id=job_id, node=node, gpus=gpus, for_job=by)
+                    for job_id, nodes in still.items() if (by := by_id[job_id].preempted_by)
+                    for node, gpus in nodes.items()]
+        for job_id, nodes in still.items():
+            by, where = by_id[job_id].preempted_by, ", ".join(nodes)
+            waiting[job_id] = (f"preempted by {by}; stopping on {where}" if by
+                               else f"waiting for its previous attempt to stop on {where}")
+        yielding = preemption.yielding(queued, now=now, within_s=settings.preempt_grace_s + PREEMPTOR_FIRST_S)
         waiting.update({v: f"preempted by {p}; waiting for {p} to start" for v, p in yielding.items()
                         if v not in waiting})
-        # A gang retried while a part of its last attempt still runs waits for that part.
-        parts_stopping = gangs.stopping(s, [j.job_id for j in queued if j.spec.nodes > 1])
-        waiting.update({j: f"waiting for its previous attempt to stop on {', '.join(nodes)}"
-                        for j, nodes in parts_stopping.items()})
-        held = {x.job_id for x in stopping} | yielding.keys() | parts_stopping.keys()
+        held = still.keys() | yielding.keys()
         ready = {j.job_id: j for j in holds.ready if j.job_id not in held}
         blocked: list[Job] = []
         wanted: list[Wanted] = []
         # A job that preempted others goes first, so the GPUs it freed are its own.
-        first = preemptors_first(order, set(yielding.values()) | {x.for_job for x in stopping})
+        first = preemption.preemptors_first(order, set(yielding.values()) | {x.for_job for x in stopping})
         for decision in plan_pass(ready.values(), fleet, policy=policy, running=running_jobs(s, now=now),
                                   now=now, order=first, admit=holds.gate(admit)):
             if not isinstance(decision.outcome, Placement):
@@ -166,31 +169,6 @@ def schedule_pass(
     return PassResult(runs=messages, preempts=preempts)
 
 
-def preemption_holds(queued: list[Job], *, now: datetime, within_s: float) -> dict[str, str]:
-    """Victims whose preemptor still waits, preempted less than ``within_s`` ago: victim ->
-    preemptor. A victim waits for its preemptor to start (else a victim earlier in the queue
-    order would take the GPUs back and be preempted again, in turn for ever); past
-    ``within_s`` (its preemptor cannot run after all), it waits no more."""
-    waiting = {j.job_id for j in queued}
-    return {j.job_id: j.preempted_by for j in queued
-            if j.preempted_by in waiting and j.preempted_at is not None
-            and now - j.preempted_at < timedelta(seconds=within_s)}
-
-
-def preemptors_first(order: Callable[[Iterable[Queued]], list[Queued]],
-                     preemptors: set[str]) -> Callable[[Iterable[Queued]], list[Queued]]:
-    """``order`` with the jobs that preempted others ahead of the rest (in ``order``'s order)."""
-    if not preemptors:
-        return order
-
-    def ordered(jobs: Iterable[Queued]) -> list[Queued]:
-        found = order(jobs)
-        return ([j for j in found if j.spec.job_id in preemptors]
-                + [j for j in found if j.spec.job_id not in preemptors])
-
-    return ordered
-
-
 def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, stopping: list[Stopping], *,
             now: datetime, gap: int, reasons: dict[str, str]) -> list[Preemption]:
     """For each job that waits (in queue order), stop the running jobs that let it run at
@@ -229,7 +207,7 @@ def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, st
         try:
             with session.begin_nested():
                 for v in sorted(found.victims, key=lambda v: v.job_id):  # one lock order for all
-                    job_store.preempt(session, v.job_id, attempt=v.attempt, by=job.job_id, now=now)
+                    preemption_store.preempt(session, v.job_id, attempt=v.attempt, by=job.job_id, now=now)
         except StaleAttempt as e:  # a victim ended meanwhile: the next pass sees its GPUs free
             log.info("job %s: preemption for it not made: %s", job.job_id, e.message)
             continue

@@ -24,7 +24,7 @@ from overlay.store.jobs import (
 )
 from overlay.store.jobs import start as start_one
 from overlay.store.session import resolve_now
-from overlay.store.tables import GpuAllocationRow, JobPartRow, JobRow, NodeRow
+from overlay.store.tables import JobPartRow, JobRow, NodeRow
 
 ACTIVE = (JobState.PLACED, JobState.RUNNING)
 # A part still holding its node: placed and not started, or running.
@@ -223,20 +223,3 @@ def part_log_tail(session: Session, job_id: str, part: int) -> str:
                                                             JobPartRow.part == part))
     return tail or ""
 
-
-def stopping(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
-    """Of the QUEUED gang jobs ``job_ids``, those whose given-up attempt still holds GPUs (a
-    part still running on a live node): job -> those nodes. Such a gang is not placed
-    again until they have stopped: two attempts of one part would run at once."""
-    if not job_ids:
-        return {}
-    rows = session.execute(
-        select(GpuAllocationRow.job_id, GpuAllocationRow.node).distinct()
-        .join(JobRow, (JobRow.job_id == GpuAllocationRow.job_id)
-              & (JobRow.attempt == GpuAllocationRow.attempt))
-        .where(JobRow.job_id.in_(job_ids), JobRow.state == JobState.QUEUED)
-        .order_by(GpuAllocationRow.job_id, GpuAllocationRow.node))
-    found: dict[str, list[str]] = {}
-    for job_id, node in rows:
-        found.setdefault(job_id, []).append(node)
-    return found

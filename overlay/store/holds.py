@@ -1,5 +1,6 @@
 """What keeps queued jobs out of a pass before placement: dependencies not yet met (and
-never to be met: those jobs are cancelled) and arrays at their %N limit."""
+never to be met: those jobs are cancelled), arrays at their %N limit, and an attempt that
+is still being stopped on its node."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from overlay.quota import Admit
 from overlay.states import JobState
 from overlay.store import arrays, dependencies
 from overlay.store.jobs import JOB_COLUMNS, to_job
-from overlay.store.tables import ArrayRow, JobRow
+from overlay.store.tables import ArrayRow, GpuAllocationRow, JobRow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,3 +70,25 @@ def queued_for_pass(session: Session) -> list[Job]:
                                              JobRow.reason.is_distinct_from(reason))
                         .values(reason=reason).execution_options(synchronize_session=False))
     return jobs
+
+
+def still_stopping(session: Session, queued: Sequence[Job]) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Of ``queued``, the jobs whose current attempt still holds GPUs because its process is
+    being stopped (a preempted attempt in its grace time, or a retried gang's part still
+    running on a live node): job -> node -> GPU indices. Such a job is not placed again
+    until they are freed: two attempts of it would run at once. Only jobs that can be in
+    that state (preempted ones, gangs) are looked up."""
+    ids = [j.job_id for j in queued if j.preempted_by or j.spec.nodes > 1]
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(GpuAllocationRow.job_id, GpuAllocationRow.node, GpuAllocationRow.gpu_index)
+        .join(JobRow, (JobRow.job_id == GpuAllocationRow.job_id)
+              & (JobRow.attempt == GpuAllocationRow.attempt))
+        .where(JobRow.job_id.in_(ids), JobRow.state == JobState.QUEUED)
+        .order_by(GpuAllocationRow.job_id, GpuAllocationRow.node, GpuAllocationRow.gpu_index))
+    found: dict[str, dict[str, tuple[int, ...]]] = {}
+    for job_id, node, index in rows:
+        nodes = found.setdefault(job_id, {})
+        nodes[node] = (*nodes.get(node, ()), index)
+    return found

@@ -1,17 +1,20 @@
-"""What a pass's preemption reads (overlay/preemption.py decides): the running jobs as
-candidates, with the work each would lose, and the preempted attempts still stopping."""
+"""What a pass's preemption reads and writes (overlay/preemption.py decides): the running
+jobs as candidates, with the work each would lose, and a victim sent back to the queue."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from overlay.preemption import Candidate, Stopping
+from overlay.model import Job
+from overlay.preemption import Candidate
 from overlay.states import JobState
-from overlay.store.tables import GpuAllocationRow, JobRow
+from overlay.store import counters
+from overlay.store.jobs import _move, _stale, get_job
+from overlay.store.session import resolve_now
+from overlay.store.tables import JobRow
 
 
 def candidates(session: Session, *, now: datetime) -> list[Candidate]:
@@ -29,20 +32,19 @@ def candidates(session: Session, *, now: datetime) -> list[Candidate]:
             if gpus]
 
 
-def stopping(session: Session, job_ids: Iterable[str]) -> list[Stopping]:
-    """Of ``job_ids``, the preempted attempts that still hold their GPUs (their agents are
-    stopping them)."""
-    ids = list(job_ids)
-    if not ids:
-        return []
-    rows = session.execute(
-        select(JobRow.job_id, JobRow.preempted_by, GpuAllocationRow.node, GpuAllocationRow.gpu_index)
-        .join(GpuAllocationRow, (GpuAllocationRow.job_id == JobRow.job_id)
-              & (GpuAllocationRow.attempt == JobRow.attempt))
-        .where(JobRow.job_id.in_(ids), JobRow.state == JobState.QUEUED, JobRow.preempted_by.is_not(None))
-        .order_by(JobRow.job_id, GpuAllocationRow.gpu_index))
-    found: dict[str, tuple[str, str, list[int]]] = {}
-    for job_id, by, node, index in rows:
-        found.setdefault(job_id, (by, node, []))[2].append(index)
-    return [Stopping(job_id=job_id, node=node, gpus=tuple(gpus), for_job=by)
-            for job_id, (by, node, gpus) in found.items()]
+def preempt(session: Session, job_id: str, *, attempt: int, by: str, now: datetime | None = None) -> Job:
+    """RUNNING -> QUEUED: the attempt is preempted for the job ``by``. It keeps its GPUs
+    until its agent has stopped it (SIGTERM, the grace time, the kill: then ``finish`` finds
+    the attempt superseded and frees them); meanwhile the job is not placed again
+    (overlay/store/holds.py). The attempt counts in ``attempt`` but not against max_retries.
+
+    Raises StaleAttempt (the attempt ended or moved on since it was read), JobNotFound.
+    """
+    row = get_job(session, job_id, lock=True)
+    if (row.state, row.attempt) != (JobState.RUNNING, attempt) or not row.preemptible:
+        raise _stale(row, attempt)
+    now = resolve_now(session, now)
+    row.preemptions += 1
+    row.preempted_by, row.preempted_at = by, now
+    counters.bump(session, "preemptions")
+    return _move(session, row, JobState.QUEUED, now=now, reason=f"preempted by {by}", keep_gpus=True)
