@@ -17,7 +17,7 @@ from overlay.gang import PORT_RANGE, parts_of
 from overlay.identity import Caller
 from overlay.model import GangPlacement, Job, JobEvent, JobSpec, NodeState, Placement
 from overlay.states import TIMESTAMP_OF, JobState, check_transition
-from overlay.store import counters, parts, stats, usage
+from overlay.store import parts, stats, usage
 from overlay.store.session import resolve_now
 from overlay.store.tables import GpuAllocationRow, JobEventRow, JobPartRow, JobRow, NodeRow
 
@@ -255,32 +255,14 @@ def any_queued(session: Session) -> bool:
 
 
 def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job:
-    """Cancel a job. A running job keeps its GPUs until its agent has killed it."""
+    """Cancel a job. A running job keeps its GPUs until its agent has killed it, and so does
+    a queued one: it holds GPUs only while its last attempt is still being stopped (preempted,
+    or a retried gang's part)."""
     row = get_job(session, job_id, lock=True)
-    # A preempted job (QUEUED) may still be stopping on its node: its GPUs go when it has.
-    stopping = row.state is JobState.QUEUED and (row.preempted_by is not None or row.nodes > 1)
     job = _move(session, row, JobState.CANCELLED, now=now, reason="cancelled by user",
-                keep_gpus=row.state is JobState.RUNNING or stopping)
+                keep_gpus=row.state in (JobState.RUNNING, JobState.QUEUED))
     parts.end_unstarted(session, row, now=now)
     return job
-
-
-def preempt(session: Session, job_id: str, *, attempt: int, by: str, now: datetime | None = None) -> Job:
-    """RUNNING -> QUEUED: the attempt is preempted for the job ``by``. It keeps its GPUs
-    until its agent has stopped it (SIGTERM, the grace time, the kill: then ``finish`` finds
-    the attempt superseded and frees them); meanwhile the job is not placed again
-    (overlay/store/holds.py). The attempt counts in ``attempt`` but not against max_retries.
-
-    Raises StaleAttempt (the attempt ended or moved on since it was read), JobNotFound.
-    """
-    row = get_job(session, job_id, lock=True)
-    if (row.state, row.attempt) != (JobState.RUNNING, attempt) or not row.preemptible:
-        raise _stale(row, attempt)
-    now = resolve_now(session, now)
-    row.preemptions += 1
-    row.preempted_by, row.preempted_at = by, now
-    counters.bump(session, "preemptions")
-    return _move(session, row, JobState.QUEUED, now=now, reason=f"preempted by {by}", keep_gpus=True)
 
 
 def note(session: Session, job: Job, reason: str, *, now: datetime | None = None) -> None:

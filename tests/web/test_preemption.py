@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from overlay.model import Placement
 from overlay.store import jobs as job_store
+from overlay.store import preemption as preemption_store
 from tests.store.world import T0, Cluster, seconds
 from workers.scheduler import schedule_pass
 
@@ -63,7 +64,7 @@ def test_place_keeps_nothing_of_a_past_preemption(sessions):
     cluster.place("j", on="n1", gpus=(0,), at=T0)
     cluster.start("j", at=T0)
     with sessions.begin() as s:
-        job_store.preempt(s, "j", attempt=1, by="other", now=T0 + seconds(1))
+        preemption_store.preempt(s, "j", attempt=1, by="other", now=T0 + seconds(1))
         job_store.release_gpus(s, "j", attempt=1, now=T0 + seconds(2))
     with sessions.begin() as s:
         again = job_store.place(s, "j", Placement(node="n1", gpus=(0,)), now=T0 + seconds(3))
