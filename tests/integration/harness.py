@@ -397,3 +397,33 @@ def assert_no_gpu_double_booked(sessions, ids: list[str]) -> None:
         for node2, gpu2, start2, end2 in holds[i + 1:]:
             if (node, gpu) == (node2, gpu2):
                 assert end <= start2 or end2 <= start, f"{node} GPU {gpu} double-booked"
+
+
+# A gang's parts meet: rank 0 listens at MASTER_ADDR:MASTER_PORT, the others connect (retrying
+# until rank 0 is up); each prints what it was given, the network namespace it runs in, and
+# the other's rank.
+GANG_RENDEZVOUS = r"""
+import os, socket, time
+rank, world = int(os.environ["NODE_RANK"]), int(os.environ["WORLD_SIZE"])
+addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+print(f"rank {rank} of {world} nnodes={os.environ['NNODES']} gpus_per_node={os.environ['GPUS_PER_NODE']} "
+      f"master={addr}:{port}", flush=True)
+print(f"rank {rank} ns={os.readlink('/proc/self/ns/net')}", flush=True)
+if rank == 0:
+    server = socket.create_server(("", port))
+    server.settimeout(60)
+    conn, _ = server.accept()
+else:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            conn = socket.create_connection((addr, port), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+with conn:
+    conn.sendall(str(rank).encode())
+    print(f"rank {rank} met rank {conn.recv(16).decode()}", flush=True)
+"""

@@ -11,37 +11,18 @@ import requests
 from click.testing import CliRunner
 
 from cli.main import main
-from tests.integration.harness import TERMINAL, Stack, job, shared_stack, submit, wait_state, wait_until
+from tests.integration.harness import (
+    GANG_RENDEZVOUS,
+    TERMINAL,
+    Stack,
+    job,
+    shared_stack,
+    submit,
+    wait_state,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
-
-# Rank 0 listens at MASTER_ADDR:MASTER_PORT; every other rank connects (retrying while rank 0
-# is not up yet); each sends its rank and prints the other's. No ML library needed.
-RENDEZVOUS = r"""
-import os, socket, time
-rank, world = int(os.environ["NODE_RANK"]), int(os.environ["WORLD_SIZE"])
-addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-print(f"rank {rank} of {world} nnodes={os.environ['NNODES']} gpus_per_node={os.environ['GPUS_PER_NODE']} "
-      f"master={addr}:{port}", flush=True)
-if rank == 0:
-    server = socket.create_server(("", port), reuse_port=False)
-    server.settimeout(60)
-    conn, _ = server.accept()
-else:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            conn = socket.create_connection((addr, port), timeout=5)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-with conn:
-    conn.sendall(str(rank).encode())
-    other = conn.recv(16).decode()
-print(f"rank {rank} met rank {other}", flush=True)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +36,8 @@ def part_logs(stack: Stack, job_id: str, part: int) -> requests.Response:
 
 def test_two_parts_on_two_nodes_meet_at_the_rendezvous_and_each_prints_the_others_rank(cluster):
     # Given a 2-node job of 1 GPU a node running the rendezvous script
-    submit(cluster, job_id="gang-meet", nodes=2, gpus=1, cmd=["python3", "-c", RENDEZVOUS], timeout_s=120)
+    submit(cluster, job_id="gang-meet", nodes=2, gpus=1, timeout_s=120,
+           cmd=["python3", "-c", GANG_RENDEZVOUS])
     # When it has run
     done = wait_state(cluster, "gang-meet", TERMINAL, timeout=120)
     # Then it is DONE as one, its parts on node-a and node-b, each with its GPU and exit code 0

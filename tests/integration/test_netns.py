@@ -30,7 +30,17 @@ from sqlalchemy.engine import URL, make_url
 
 from overlay.store import jobs as job_store
 from overlay.store.tables import GpuAllocationRow
-from tests.integration.harness import TERMINAL, Stack, alive, job, logs, nodes, submit, wait_until
+from tests.integration.harness import (
+    GANG_RENDEZVOUS,
+    TERMINAL,
+    Stack,
+    alive,
+    job,
+    logs,
+    nodes,
+    submit,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 PREFIX = "ovlt"  # namespaces ovlt-<pid>-<node>; veths ovlt<pid><n>h (root side) / …n (node side)
@@ -357,30 +367,6 @@ def agent_pid_alive(stack: Stack, node: str) -> bool:
 
 
 
-# Rank 0 listens at MASTER_ADDR:MASTER_PORT, rank 1 connects (retrying until rank 0 is up);
-# each prints the other's rank and the network namespace it runs in.
-RENDEZVOUS = r"""
-import os, socket, time
-rank, addr, port = int(os.environ["NODE_RANK"]), os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-print(f"rank {rank} ns={os.readlink('/proc/self/ns/net')} master={addr}:{port}", flush=True)
-if rank == 0:
-    server = socket.create_server(("", port))
-    server.settimeout(60)
-    conn, _ = server.accept()
-else:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            conn = socket.create_connection((addr, port), timeout=5)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-with conn:
-    conn.sendall(str(rank).encode())
-    print(f"rank {rank} met rank {conn.recv(16).decode()}", flush=True)
-"""
 
 
 def test_a_gangs_two_parts_run_on_two_hosts_and_meet_at_rank_0s_address(hosts, relays, stack, database_url,
@@ -391,7 +377,8 @@ def test_a_gangs_two_parts_run_on_two_hosts_and_meet_at_rank_0s_address(hosts, r
     cluster = start_cluster(hosts, relays, stack, database_url, redis_url,
                             {node: {"NODE_ADDRESS": address} for node, address in addresses.items()})
     # When a 2-node job runs the rendezvous
-    submit(cluster, job_id="gang-hosts", nodes=2, gpus=1, timeout_s=120, cmd=["python3", "-c", RENDEZVOUS])
+    submit(cluster, job_id="gang-hosts", nodes=2, gpus=1, timeout_s=120,
+           cmd=["python3", "-c", GANG_RENDEZVOUS])
     done = wait_until(lambda: (j := job(cluster, "gang-hosts"))["state"] in TERMINAL and j,
                       timeout=120, what="the gang to end")
     # Then it is DONE, one part on each host, meeting at rank 0's node's reported address
