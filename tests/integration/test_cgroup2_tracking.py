@@ -10,7 +10,9 @@ skip into a failure)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -42,9 +44,16 @@ def v2_group() -> cgroups.Group:
             pytest.fail(f"CI must run the cgroup2 test, but {why}")
         pytest.skip(why)
     group = cgroups._open_v2(parent / f"overlay-test-{os.getpid()}" / "job.1", cgroups.Limits())
-    yield group
-    group.remove()
-    group.dirs[0].parent.rmdir()
+    try:
+        yield group
+    finally:
+        # A failed test may leave the job and its daemon behind: nothing outlives the test
+        for pid in group.members(0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not group.members(0), timeout=5, what="the group to empty")
+        group.remove()
+        group.dirs[0].parent.rmdir()
 
 
 def test_a_cgroup2_group_holds_a_job_and_its_escaped_daemon_and_kills_both(v2_group, tmp_path):
@@ -54,21 +63,28 @@ def test_a_cgroup2_group_holds_a_job_and_its_escaped_daemon_and_kills_both(v2_gr
     # own (ignoring it too), then waits
     job = subprocess.Popen(["sh", "-c", f"trap '' TERM; setsid sleep 300 & echo $! > {pids}; sleep 300"],
                            preexec_fn=v2_group.join, start_new_session=True)
-    wait_until(lambda: pids.exists() and pids.read_text().strip(), timeout=10, what="the daemon")
-    daemon = int(pids.read_text())
-    # Then the group knows both (the daemon left the job's process group, not its cgroup)
-    wait_until(lambda: {job.pid, daemon} <= set(v2_group.members(job.pid)), timeout=5,
-               what="both in cgroup.procs")
-    assert os.getpgid(daemon) != os.getpgid(job.pid)
-    # When the supervisor kills the group (SIGTERM, a grace, then SIGKILL for all at once)
-    froze = []
-    v2_group._freeze = froze.append  # type: ignore[method-assign]  # v1's way: not needed here
-    assert v2_group.kill(job.pid, grace_s=0.5, reap=lambda: job.poll())
-    assert froze == [], "cgroup.kill should have killed the group without freezing it"
-    # Then nothing of the job is left, the daemon included, and the group can go
-    assert job.wait(timeout=5) == -9
-    deadline = time.monotonic() + 5
-    while alive(daemon) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(daemon)
-    assert v2_group.members(job.pid) == []
+    try:
+        wait_until(lambda: pids.exists() and pids.read_text().strip(), timeout=10, what="the daemon")
+        daemon = int(pids.read_text())
+        # Then the group knows both (the daemon left the job's process group, not its cgroup)
+        wait_until(lambda: {job.pid, daemon} <= set(v2_group.members(job.pid)), timeout=5,
+                   what="both in cgroup.procs")
+        # (the daemon's setsid() runs a moment after its fork: wait for it, not for luck)
+        wait_until(lambda: os.getpgid(daemon) != os.getpgid(job.pid), timeout=5,
+                   what="the daemon's own session")
+        # When the supervisor kills the group (SIGTERM, a grace, then SIGKILL for all at once)
+        froze = []
+        v2_group._freeze = froze.append  # type: ignore[method-assign]  # v1's way: not needed here
+        assert v2_group.kill(job.pid, grace_s=0.5, reap=lambda: job.poll())
+        assert froze == [], "cgroup.kill should have killed the group without freezing it"
+        # Then nothing of the job is left, the daemon included, and the group can go
+        assert job.wait(timeout=5) == -9
+        deadline = time.monotonic() + 5
+        while alive(daemon) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(daemon)
+        assert v2_group.members(job.pid) == []
+    finally:
+        if job.poll() is None:  # a failed step: the fixture kills the group, this reaps
+            job.kill()
+            job.wait(timeout=5)
