@@ -24,9 +24,12 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 task_ignore_result = True
 
-# Flower and `celery inspect` need the events.
+# Flower needs the agents' task events (received, started, succeeded: it shows a task from
+# its first event on). No "task-sent" event: it was a second Redis publish for every
+# message the scheduler sends, for a state Flower shows for the moment a job waits in its
+# queue (docs/performance.md, "Round two").
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = False
 
 task_default_queue = SCHEDULER_QUEUE
 # Every agent gets each heartbeat request. A publisher must declare this fanout

@@ -1,0 +1,67 @@
+"""The scheduler's run_job messages, as an agent finds them in Redis.
+
+A pass sends its messages in pipelined batches (workers/tasks.py ``send_run_jobs``, kombu's
+``Producer.batch``); these tests read what reached each node's queue on a real Redis and
+hold it to what a publish of its own writes: same wire format, every message, in order."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+import redis
+
+from tests.integration.harness import ROOT
+
+SEND = """
+import sys
+from workers import tasks
+from workers.scheduler import RunJobMessage
+count = int(sys.argv[1])
+tasks.send_run_jobs([RunJobMessage(job_id=f"j{i}", attempt=1 + i % 2, node=f"n{i % 3}") for i in range(count)]
+                    + [RunJobMessage(job_id="gang", attempt=2, node="n1", part=1)])
+# one message the way every message went before batches: its own publish
+tasks.run_job.apply_async(("one", 1), queue="assign:single", argsrepr="job_id='one', attempt=1")
+"""
+
+
+def queued(client: redis.Redis, queue: str) -> list[dict]:
+    """The messages waiting in ``queue``, oldest first (kombu pushes on the left)."""
+    return [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]
+
+
+def body(message: dict) -> list:
+    assert message["properties"]["body_encoding"] == "base64"
+    return json.loads(base64.b64decode(message["body"]))
+
+
+def test_a_pass_sends_every_run_job_to_its_node_in_order_as_send_task_would(redis_url):
+    # Given more messages than one pipelined batch holds (kombu flushes every 1,000)
+    count = 2_500
+    env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", SEND, str(count)], cwd=ROOT, env=env, check=True, timeout=60)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # Then each node's queue holds its messages, every one, in the order sent
+        by_node = {n: queued(client, f"assign:n{n}") for n in range(3)}
+        assert sum(len(m) for m in by_node.values()) == count + 1
+        for n, messages in by_node.items():
+            expected = [[f"j{i}", 1 + i % 2] for i in range(n, count, 3)]
+            expected += [["gang", 2, 1]] if n == 1 else []
+            assert [body(m)[0] for m in messages] == expected
+            assert {m["headers"]["task"] for m in messages} == {"overlay.run_job"}
+            assert {m["properties"]["delivery_info"]["routing_key"] for m in messages} == {f"assign:n{n}"}
+        # And Flower's task list reads which job and attempt from each
+        assert by_node[1][-1]["headers"]["argsrepr"] == "job_id='gang', attempt=2, part=1"
+        assert by_node[0][0]["headers"]["argsrepr"] == "job_id='j0', attempt=1"
+        # And a batched message is what a publish of its own writes, field for field
+        [single] = queued(client, "assign:single")
+        batched = by_node[0][0]
+        assert batched.keys() == single.keys()
+        assert batched["headers"].keys() == single["headers"].keys()
+        assert batched["properties"].keys() == single["properties"].keys()
+        assert batched["properties"]["delivery_mode"] == single["properties"]["delivery_mode"] == 2
+    finally:
+        client.close()
