@@ -127,8 +127,7 @@ class Stack:
         wait_until(lambda: requests.get(f"{self.api}/health", timeout=1).ok, timeout=30, what="the API")
 
     def start_scheduler(self, name: str = "scheduler", *, wait: bool = True) -> None:
-        self.start(name, self.celery("worker", "-n", f"{name}@%h", "-Q", "jobs:queue",
-                                     "-P", "threads", "-c", "1"))
+        self.start(name, self.worker(name, "jobs:queue", concurrency=1))
         if wait:
             self.wait_ready(name)
 
@@ -142,8 +141,7 @@ class Stack:
         port = free_port()
         self.start(
             node,
-            self.celery("worker", "-n", f"{node}@%h", "-Q", f"assign:{node},overlay.heartbeat",
-                        "-P", "threads", "-c", str(concurrency)),
+            self.worker(node, f"assign:{node},overlay.heartbeat", concurrency=concurrency),
             NODE_NAME=node, AGENT_PORT=str(port), FAKE_GPUS=fake_gpus, NODE_LABELS=labels, **env,
         )
         if wait:
@@ -175,6 +173,12 @@ class Stack:
 
     def celery(self, *args: str) -> list[str]:
         return [str(BIN / "celery"), "-A", "workers.app", *args, "--loglevel", "INFO"]
+
+    def worker(self, name: str, queues: str, *, concurrency: int) -> list[str]:
+        """A worker as deploy/Procfile starts one: no gossip, no mingle (its second of
+        waiting for neighbours at start, for revokes overlay does not use)."""
+        return self.celery("worker", "-n", f"{name}@%h", "-Q", queues, "-P", "threads",
+                           "-c", str(concurrency), "--without-gossip", "--without-mingle")
 
     def wait_ready(self, name: str, timeout: float = 30) -> None:
         wait_until(lambda: b" ready." in self.output(name).encode() or self.dead(name),

@@ -24,9 +24,7 @@ TTL_S = 4
 
 def start_skewed_agent(stack: Stack, node: str, skew: str) -> None:
     port = free_port()
-    argv = ["faketime", "-f", skew, *stack.celery("worker", "-n", f"{node}@%h", "-Q",
-                                                  f"assign:{node},overlay.heartbeat", "-P", "threads",
-                                                  "-c", "4")]
+    argv = ["faketime", "-f", skew, *stack.worker(node, f"assign:{node},overlay.heartbeat", concurrency=4)]
     stack.start(node, argv, NODE_NAME=node, AGENT_PORT=str(port), FAKE_GPUS="", NODE_LABELS=f"node={node}")
     stack.wait_agent(node, port)
 

@@ -263,8 +263,7 @@ def start_cluster(hosts: dict[str, Host], relays: dict[str, tuple[str, str]], st
     for node, host in hosts.items():
         database, broker = relays[node]
         queues = f"assign:{node},overlay.heartbeat"
-        stack.start(node, host.exec_argv(stack.celery(
-            "worker", "-n", f"{node}@%h", "-Q", queues, "-P", "threads", "-c", "4")),
+        stack.start(node, host.exec_argv(stack.worker(node, queues, concurrency=4)),
             NODE_NAME=node, NODE_LABELS=f"host={node}", DATABASE_URL=database, REDIS_URL=broker,
             AGENT_PORT="8001", **(agent_env or {}).get(node, {}))
         stack.wait_ready(node)
