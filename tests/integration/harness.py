@@ -210,9 +210,12 @@ class Stack:
         proc.wait(timeout=30)
 
     def stop_all(self) -> None:
+        """Kill every process of the stack at once (a SIGTERM'd gunicorn takes ~2 s to drain
+        its idle keep-alive connections, at every test's end; the graceful stops have tests of
+        their own: test_graceful_stop.py)."""
         for name in list(self.procs):
             if not self.dead(name):
-                self.kill(name, signal.SIGTERM if name == "api" else signal.SIGKILL)
+                self.kill(name, signal.SIGKILL)
 
     def all_output(self) -> str:
         return "\n".join(f"----- {name} -----\n{self.output(name)[-6000:]}" for name in self.procs)
