@@ -19,10 +19,10 @@ from overlay.store.jobs import (
     _stale,
     get_job,
     release_gpus,
+    start_locked,
     to_job,
     transition,
 )
-from overlay.store.jobs import start as start_one
 from overlay.store.session import resolve_now
 from overlay.store.tables import JobPartRow, JobRow, NodeRow
 
@@ -56,11 +56,12 @@ def as_part(job: Job, row: JobPartRow) -> Job:
 def start(session: Session, job_id: str, *, attempt: int, part: int, node: str,
           now: datetime | None = None) -> Job:
     """Start a one-node job (``jobs.start``) or a gang job's part (``start_part``)."""
-    if get_job(session, job_id, lock=True).nodes > 1:
+    row = get_job(session, job_id, lock=True)  # one locked read: an agent does this per job
+    if row.nodes > 1:
         return start_part(session, job_id, attempt=attempt, part=part, node=node, now=now)
     if part:
-        raise _stale(get_job(session, job_id), attempt)
-    return start_one(session, job_id, attempt=attempt, node=node, now=now)
+        raise _stale(row, attempt)
+    return start_locked(session, row, attempt=attempt, node=node, now=now)
 
 
 def as_this_node(session: Session, job: Job, node: str) -> Job:

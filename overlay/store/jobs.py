@@ -229,7 +229,12 @@ def start(session: Session, job_id: str, *, attempt: int, node: str, now: dateti
     Raises StaleAttempt otherwise (a stale or redelivered message: nothing changes),
     JobNotFound.
     """
-    row = get_job(session, job_id, lock=True)
+    return start_locked(session, get_job(session, job_id, lock=True), attempt=attempt, node=node, now=now)
+
+
+def start_locked(session: Session, row: JobRow, *, attempt: int, node: str,
+                 now: datetime | None = None) -> Job:
+    """``start`` for a row already read and locked in this transaction."""
     if (row.state, row.attempt, row.node) != (JobState.PLACED, attempt, node):
         raise _stale(row, attempt)
     return _move(session, row, JobState.RUNNING, now=now, reason=None)
