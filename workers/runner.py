@@ -21,6 +21,7 @@ class Outcome:
     exit_code: int | None
     reason: str | None
     cancelled: bool = False
+    preempted: bool = False  # stopped by a preemption (its job was requeued as it began)
 
 
 def tail(path: Path, limit: int = TAIL_BYTES) -> str:

@@ -129,7 +129,8 @@ def outcome_of(directory: AttemptDir) -> runner.Outcome:
         directory.kill_leftovers()
         return runner.Outcome(exit_code=None, reason="the job's supervisor died without recording the end")
     return runner.Outcome(exit_code=recorded.get("exit_code"), reason=recorded.get("reason"),
-                          cancelled=bool(recorded.get("cancelled")))
+                          cancelled=bool(recorded.get("cancelled")),
+                          preempted=bool(recorded.get("preempted")))
 
 
 def cancel(rt: Runtime, job_id: str, attempt: int | None, reason: str) -> bool:
