@@ -7,7 +7,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -226,15 +226,20 @@ def log_end(job: Job, ended: Job, outcome: runner.Outcome) -> None:
              f": {outcome.reason}" if outcome.reason else "", extra=fields)
 
 
-def parts_to_stop(rt: Runtime, job_id: str, attempt: int, *, part: int) -> tuple[list[str], str]:
-    """The nodes whose parts of a gang job must stop now that this part ended (those still
-    running when the job has ended: a part failed or was cancelled; none for other jobs),
-    and why."""
-    with rt.sessions() as s:
-        return gangs.to_stop_after(s, job_id, attempt=attempt, part=part)
+@dataclass(frozen=True)
+class AfterEnd:
+    """What follows an attempt's recorded end: the nodes whose parts of a gang job must stop
+    now (those still running when the job has ended: a part failed or was cancelled; none
+    for other jobs) and why, and whether a job waits for placement (so that the GPUs and
+    slot just freed may serve it)."""
+
+    stop: list[str]
+    why: str
+    jobs_waiting: bool
 
 
-def jobs_waiting(rt: Runtime) -> bool:
-    """Whether a job waits for placement (so that the GPUs and slot just freed may serve it)."""
+def after_end(rt: Runtime, job_id: str, attempt: int, *, part: int) -> AfterEnd:
+    """Read in one session (an agent does this after every job's end)."""
     with rt.sessions() as s:
-        return job_store.any_queued(s)
+        stop, why = gangs.to_stop_after(s, job_id, attempt=attempt, part=part)
+        return AfterEnd(stop=stop, why=why, jobs_waiting=job_store.any_queued(s))

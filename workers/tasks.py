@@ -68,8 +68,9 @@ def run_job(job_id: str, attempt: int, part: int = 0) -> str | None:
     outcome = execution.execute(app.runtime, job_id, attempt, part=part)
     if outcome is None:
         return "ignored: stale or repeated message"
-    stop_parts(job_id, attempt, *execution.parts_to_stop(app.runtime, job_id, attempt, part=part))
-    if execution.jobs_waiting(app.runtime):  # its GPUs and slot are free: what waits may fit now
+    after = execution.after_end(app.runtime, job_id, attempt, part=part)
+    stop_parts(job_id, attempt, after.stop, after.why)
+    if after.jobs_waiting:  # its GPUs and slot are free: what waits may fit now
         request_pass()
     return outcome.reason or "exit 0"
 

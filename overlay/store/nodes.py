@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -113,15 +113,15 @@ def node_infos(
     for a in session.scalars(select(GpuAllocationRow)):
         holders[a.node][a.gpu_index] = a.job_id
     active = [JobState.PLACED.value, JobState.RUNNING.value]
-    running: dict[str, int] = dict(session.execute(  # type: ignore[arg-type]
-        select(JobRow.node, func.count()).where(JobRow.state.in_(active)).group_by(JobRow.node)
-    ).all())
-    # A gang job's parts beyond rank 0 take a job slot on their own nodes too.
-    for node, count in session.execute(
-            select(JobPartRow.node, func.count()).join(JobRow, JobRow.job_id == JobPartRow.job_id)
-            .where(JobRow.state.in_(active), JobPartRow.attempt == JobRow.attempt, JobPartRow.part > 0,
-                   JobPartRow.state.in_(active)).group_by(JobPartRow.node)):
-        running[node] = running.get(node, 0) + count
+    jobs = select(JobRow.node, func.count()).where(JobRow.state.in_(active)).group_by(JobRow.node)
+    # A gang job's parts beyond rank 0 take a job slot on their own nodes too (one round
+    # trip for both: a pass reads this every time).
+    parts = (select(JobPartRow.node, func.count()).join(JobRow, JobRow.job_id == JobPartRow.job_id)
+             .where(JobRow.state.in_(active), JobPartRow.attempt == JobRow.attempt, JobPartRow.part > 0,
+                    JobPartRow.state.in_(active)).group_by(JobPartRow.node))
+    running: dict[str, int] = defaultdict(int)
+    for node, count in session.execute(union_all(jobs, parts)):
+        running[node] += count
     return [_info(n, gpus[n.name], holders[n.name], cutoff, running.get(n.name, 0)) for n in nodes]
 
 

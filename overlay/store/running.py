@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from overlay.reservation import Running, ends_at
@@ -17,14 +17,13 @@ HOLDING = (JobState.PLACED.value, JobState.RUNNING.value)
 def running_jobs(session: Session, *, now: datetime) -> list[Running]:
     """Every PLACED or RUNNING job with its node, GPUs and latest end: start + ``timeout_s``,
     from ``now`` for a job not started yet (its timeout starts with it), None without one."""
-    rows = session.execute(
-        select(JobRow.node, JobRow.gpu_indices, JobRow.started_at, JobRow.timeout_s)
-        .where(JobRow.state.in_(HOLDING), JobRow.node.is_not(None)))
-    # A gang job's parts beyond rank 0 (whose node and GPUs are the job row's).
-    parts = session.execute(
-        select(JobPartRow.node, JobPartRow.gpu_indices, JobRow.started_at, JobRow.timeout_s)
-        .join(JobRow, JobRow.job_id == JobPartRow.job_id)
-        .where(JobRow.state.in_(HOLDING), JobPartRow.attempt == JobRow.attempt, JobPartRow.part > 0,
-               JobPartRow.state.in_(HOLDING)))
+    jobs = (select(JobRow.node, JobRow.gpu_indices, JobRow.started_at, JobRow.timeout_s)
+            .where(JobRow.state.in_(HOLDING), JobRow.node.is_not(None)))
+    # A gang job's parts beyond rank 0 (whose node and GPUs are the job row's); one round
+    # trip for both (a pass reads this every time).
+    parts = (select(JobPartRow.node, JobPartRow.gpu_indices, JobRow.started_at, JobRow.timeout_s)
+             .join(JobRow, JobRow.job_id == JobPartRow.job_id)
+             .where(JobRow.state.in_(HOLDING), JobPartRow.attempt == JobRow.attempt, JobPartRow.part > 0,
+                    JobPartRow.state.in_(HOLDING)))
     return [Running(node=node, gpus=tuple(gpus), ends_at=ends_at(started or now, timeout_s))
-            for node, gpus, started, timeout_s in [*rows, *parts]]
+            for node, gpus, started, timeout_s in session.execute(union_all(jobs, parts))]
