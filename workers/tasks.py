@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from celery.exceptions import Reject
+from kombu import Producer
 
 from workers import execution, housekeeping, scheduler, supervision
 from workers import heartbeat as node_heartbeat
@@ -22,6 +24,7 @@ from workers.queues import (
 from workers.queues import request_pass as _request_pass
 
 log = logging.getLogger(__name__)
+M = TypeVar("M")
 
 
 @app.task(name=SCHEDULE_TASK)
@@ -119,36 +122,49 @@ def lost_messages(stale: list[scheduler.RunJobMessage]) -> list[scheduler.RunJob
 def stop_parts(job_id: str, attempt: int, nodes: list[str], reason: str) -> None:
     """A gang job ended with a part failed or cancelled: its other parts' agents stop theirs
     now (their heartbeat check would, a beat later)."""
+    publish(nodes, lambda node, producer: cancel.apply_async(
+        (job_id, attempt, reason), queue=assign_queue(node), producer=producer))
     if nodes:
-        with app.producer_or_acquire() as producer, producer.batch():
-            for node in nodes:
-                cancel.apply_async((job_id, attempt, reason), queue=assign_queue(node), producer=producer)
         log.info("job %s: stopping its parts on %s", job_id, ", ".join(nodes))
 
 
 def send_run_jobs(messages: Iterable[scheduler.RunJobMessage]) -> None:
-    """A pass's run_job messages, sent on one broker connection and written to Redis in
-    pipelined batches (kombu's ``Producer.batch``): a third of the cost of one round trip each."""
-    messages = list(messages)
-    if not messages:
-        return
-    with app.producer_or_acquire() as producer, producer.batch():
-        for m in messages:
-            # argsrepr is what Flower's task list and `celery events` show: which job, which attempt.
-            # A gang job's part goes as a third argument; a one-node job's message is as it always was.
-            args: tuple[str | int, ...] = (m.job_id, m.attempt)
-            shown = f"job_id={m.job_id!r}, attempt={m.attempt}"
-            if m.part:
-                args, shown = (*args, m.part), f"{shown}, part={m.part}"
-            run_job.apply_async(args, queue=assign_queue(m.node), producer=producer, argsrepr=shown)
+    """A pass's run_job messages, each to its node's queue."""
+    def send(m: scheduler.RunJobMessage, producer: Producer) -> None:
+        # argsrepr is what Flower's task list and `celery events` show: which job, which attempt.
+        # A gang job's part goes as a third argument; a one-node job's message is as it always was.
+        args: tuple[str | int, ...] = (m.job_id, m.attempt)
+        shown = f"job_id={m.job_id!r}, attempt={m.attempt}"
+        if m.part:
+            args, shown = (*args, m.part), f"{shown}, part={m.part}"
+        run_job.apply_async(args, queue=assign_queue(m.node), producer=producer, argsrepr=shown)
+
+    publish(list(messages), send)
 
 
 def send_preempts(messages: Iterable[scheduler.PreemptMessage]) -> None:
     """Each to its victim's node; a lost one is made up by that agent's heartbeat check."""
-    messages = list(messages)
+    publish(list(messages), lambda m, producer: preempt.apply_async(
+        (m.job_id, m.attempt, m.reason, m.grace_s), queue=assign_queue(m.node), producer=producer,
+        argsrepr=f"job_id={m.job_id!r}, attempt={m.attempt}"))
+
+
+def publish(messages: list[M], send: Callable[[M, Producer], object]) -> None:
+    """``send`` each message on one broker connection, written to Redis in pipelined batches
+    (kombu's ``Producer.batch``): a third of the cost of a round trip each.
+
+    A batch is written once, without Celery's publish retries; if that fails (Redis away a
+    moment), every message is sent again one by one, with them. Each task here does nothing
+    on a second delivery, so the messages a failed batch had already written do no harm."""
     if not messages:
         return
-    with app.producer_or_acquire() as producer, producer.batch():
-        for m in messages:
-            preempt.apply_async((m.job_id, m.attempt, m.reason, m.grace_s), queue=assign_queue(m.node),
-                                producer=producer, argsrepr=f"job_id={m.job_id!r}, attempt={m.attempt}")
+    try:
+        with app.producer_or_acquire() as producer, producer.batch():
+            for m in messages:
+                send(m, producer)
+    except Exception as e:  # whatever failed, the one-by-one sends meet it again, with retries
+        log.warning("sending %d message(s) in one batch failed (%s: %s): sending them one by one",
+                    len(messages), type(e).__name__, e)
+        with app.producer_or_acquire() as producer:
+            for m in messages:
+                send(m, producer)

@@ -27,6 +27,23 @@ tasks.run_job.apply_async(("one", 1), queue="assign:single", argsrepr="job_id='o
 """
 
 
+FAILING_BATCH = """
+import logging, sys
+from kombu.exceptions import BatchPublishError
+from kombu.transport import redis as transport
+from workers import tasks
+from workers.scheduler import RunJobMessage
+logging.basicConfig(level=logging.WARNING)
+flush = transport.PublishBatch.flush
+def fail_first(self):  # Redis gone for the moment the batch is written
+    transport.PublishBatch.flush = flush
+    raise BatchPublishError("connection lost")
+transport.PublishBatch.flush = fail_first
+count = int(sys.argv[1])
+tasks.send_run_jobs([RunJobMessage(job_id=f"j{i}", attempt=1, node=f"n{i % 3}") for i in range(count)])
+"""
+
+
 def queued(client: redis.Redis, queue: str) -> list[dict]:
     """The messages waiting in ``queue``, oldest first (kombu pushes on the left)."""
     return [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]
@@ -63,5 +80,23 @@ def test_a_pass_sends_every_run_job_to_its_node_in_order_as_send_task_would(redi
         assert batched["headers"].keys() == single["headers"].keys()
         assert batched["properties"].keys() == single["properties"].keys()
         assert batched["properties"]["delivery_mode"] == single["properties"]["delivery_mode"] == 2
+    finally:
+        client.close()
+
+
+def test_a_batch_that_fails_to_be_written_is_sent_again_one_by_one(redis_url):
+    # Given Redis failing the moment the pass's batch is written
+    env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+    sent = subprocess.run([sys.executable, "-c", FAILING_BATCH, "1500"], cwd=ROOT, env=env, timeout=60,
+                          capture_output=True, text=True)
+    # Then the send still succeeds, saying what happened, and every message is there once, in order
+    assert sent.returncode == 0, sent.stderr
+    assert "sending 1500 message(s) in one batch failed (BatchPublishError: connection lost): " \
+           "sending them one by one" in sent.stderr
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for n in range(3):
+            assert [body(m)[0] for m in queued(client, f"assign:n{n}")] == \
+                [[f"j{i}", 1] for i in range(n, 1500, 3)]
     finally:
         client.close()
