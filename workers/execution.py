@@ -181,14 +181,15 @@ def record_end(
             log_end(job, ended, outcome)
             return ended
         except (StaleAttempt, JobNotFound) as e:
+            release_attempt(rt, job)
             fields = job_fields(job.job_id, job.node, attempt=job.attempt, exit_code=outcome.exit_code)
-            if outcome.preempted:  # the pass requeued the job as it preempted it: as expected
-                log.info("job %s: preempted attempt %s stopped (exit %s); its GPUs are free", job.job_id,
-                         job.attempt, outcome.exit_code, extra=fields)
+            if outcome.preempted and isinstance(e, StaleAttempt):  # requeued as it was preempted
+                next_attempt = max(e.current, job.attempt + 1)  # (requeued, it keeps its number until placed)
+                log.info("job %s: preempted attempt %s stopped (exit %s); the job goes on as attempt %s",
+                         job.job_id, job.attempt, outcome.exit_code, next_attempt, extra=fields)
             else:
                 log.info("job %s: attempt %s ended (exit %s, %s) after the job had moved on: %s", job.job_id,
                          job.attempt, outcome.exit_code, outcome.reason or "clean", e.message, extra=fields)
-            release_attempt(rt, job)
             return None
         except InvalidTransition as e:
             log.info("job %s: end not recorded: %s", job.job_id, e)

@@ -70,7 +70,8 @@ def test_a_preempted_job_checkpoints_in_its_grace_time_and_resumes_after(stack: 
     assert "overlay_preemptions_total 1.0" in metrics
     assert "job low preempted for urgent on node-b" in stack.output("scheduler")
     # and the agent says the preempted attempt stopped, as a preemption's end, not a stale one
-    assert "job low: preempted attempt 1 stopped" in stack.output("node-b")
+    assert "job low: preempted attempt 1 stopped (exit 0); the job goes on as attempt 2" \
+        in stack.output("node-b")
     assert "after the job had moved on" not in stack.output("node-b")
     # And the urgent job was placed only after the low one had written its checkpoint and
     # exited (its GPUs were held through the grace time: never two jobs on one GPU)
