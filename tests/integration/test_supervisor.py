@@ -38,10 +38,10 @@ def counting_job(stack: Stack, job_id: str, seconds: int, **body) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_an_agent_restarted_while_its_job_runs_keeps_it_running_to_its_end(stack, sessions, sig):
-    # Given node-a running a 12 s job (a TTL and a fence long enough for a Celery restart)
+    # Given node-a running a 15 s job (a TTL and a fence long enough for a Celery restart)
     stack.env.update(NODE_TTL_S="30", FENCE_S="20")
     stack.start_cluster(agents=("node-a",))
-    counting_job(stack, "long", 12, gpus=1)
+    counting_job(stack, "long", 15, gpus=1)
     wait_state(stack, "long", {"RUNNING"})
     wait_until(lambda: "line 3\n" in logs(stack, "long"), timeout=30, what="the job to be under way")
 
@@ -54,12 +54,14 @@ def test_an_agent_restarted_while_its_job_runs_keeps_it_running_to_its_end(stack
     # and started again
     stack.set_aside_log("node-a")
     stack.start_agent("node-a")
+    # (back while the job still runs: what is tested is taking up a running attempt)
+    assert "line 15\n" not in logs(stack, "long")
 
     # Then the job ran on: DONE, attempt 1, on node-a, with its whole output, started once
     done = wait_state(stack, "long", TERMINAL, timeout=60)
     assert (done["state"], done["attempt"], done["node"], done["exit_code"]) == ("DONE", 1, "node-a", 0), done
     output = logs(stack, "long")
-    assert all(f"line {i}\n" in output for i in range(1, 13)), output
+    assert all(f"line {i}\n" in output for i in range(1, 16)), output
     assert run_count(sessions, "long") == 1
     assert allocations(sessions, "node-a") == []
     # (the agent removes the attempt's directory just after it has recorded the end)
