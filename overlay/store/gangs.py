@@ -223,4 +223,3 @@ def part_log_tail(session: Session, job_id: str, part: int) -> str:
     tail = session.scalar(select(JobPartRow.log_tail).where(JobPartRow.job_id == job_id,
                                                             JobPartRow.part == part))
     return tail or ""
-

@@ -26,6 +26,15 @@ def two_node_cluster(cluster, *, gpus: int = 2) -> None:
     cluster.node("node-b", gpus=gpus)
 
 
+def running_gang(cluster, settings) -> None:
+    """Gang job ``g`` with a retry left, its two parts running on node-a and node-b."""
+    two_node_cluster(cluster)
+    cluster.submit("g", gpus=1, nodes=2, max_retries=1)
+    schedule_pass(cluster.sessions, settings, now=T0)
+    start_part(cluster, "g", 0, "node-a")
+    start_part(cluster, "g", 1, "node-b")
+
+
 def parts(cluster, job_id: str) -> list[tuple[int, str, tuple[int, ...], str, int | None]]:
     with cluster.sessions() as s:
         return [(p.part, p.node, p.gpus, p.state, p.exit_code) for p in gangs.parts(s, job_id)]
@@ -154,11 +163,7 @@ def test_a_cancelled_gang_frees_its_unstarted_parts_and_stops_the_running_ones(c
 
 def test_a_lost_node_retries_the_whole_gang_and_frees_the_lost_parts_gpus(cluster, settings):
     # Given a 2-node gang with a retry left, both parts running, reconcile ticking
-    two_node_cluster(cluster)
-    cluster.submit("g", gpus=1, nodes=2, max_retries=1)
-    schedule_pass(cluster.sessions, settings, now=T0)
-    start_part(cluster, "g", 0, "node-a")
-    start_part(cluster, "g", 1, "node-b")
+    running_gang(cluster, settings)
     # When node-b falls silent past the TTL while node-a heartbeats
     now = T0 + seconds(settings.node_ttl_s + 5)
     cluster.heartbeat("node-a", at=now)
@@ -235,11 +240,7 @@ def test_a_running_gang_is_no_preemption_victim(cluster, settings):
 
 def test_a_part_still_running_on_a_live_node_keeps_its_gpus_past_the_stray_grace(cluster, settings):
     # Given a gang that has run for minutes when node-b is lost
-    two_node_cluster(cluster)
-    cluster.submit("g", gpus=1, nodes=2, max_retries=1)
-    schedule_pass(cluster.sessions, settings, now=T0)
-    start_part(cluster, "g", 0, "node-a")
-    start_part(cluster, "g", 1, "node-b")
+    running_gang(cluster, settings)
     late = T0 + seconds(600)
     cluster.heartbeat("node-a", at=late)
     cluster.reconcile_has_been_ticking(until=late - seconds(1))
