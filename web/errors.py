@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -77,6 +78,12 @@ def overlay_error(e: errors.OverlayError) -> ResponseReturnValue:
     return jsonify(body(status, e.message, {k: v for k, v in e.fields.items()})), status, headers
 
 
+def storage_error(e: OperationalError) -> ResponseReturnValue:
+    """Postgres did not answer where no view translated it (the token check before every
+    view reads Postgres too): 503, as a view's StorageUnavailable, never a bare 500."""
+    return overlay_error(errors.StorageUnavailable(f"Postgres did not answer: {e.orig}"))
+
+
 def no_nul_in_path(endpoint: str | None, values: dict[str, Any] | None) -> None:
     """A path value with a NUL names no job or node (and Postgres cannot even compare
     it: a 500 before this): 404 before the view runs."""
@@ -88,3 +95,4 @@ def register(app: Flask) -> None:
     app.url_value_preprocessor(no_nul_in_path)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(errors.OverlayError, overlay_error)
+    app.register_error_handler(OperationalError, storage_error)
