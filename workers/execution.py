@@ -18,7 +18,7 @@ from overlay.launch import job_argv, log_path
 from overlay.logfmt import job_fields
 from overlay.model import Job
 from overlay.states import JobState
-from overlay.store import gangs
+from overlay.store import gangs, moves
 from overlay.store import jobs as job_store
 from overlay.store.session import postgres_clock
 from workers import runner, supervision
@@ -176,7 +176,7 @@ def record_end(
                                               target=target, now=clock(), reason=outcome.reason,
                                               ending=ending)
                 else:
-                    ended = job_store.finish(s, job.job_id, attempt=job.attempt, target=target, now=clock(),
+                    ended = moves.finish(s, job.job_id, attempt=job.attempt, target=target, now=clock(),
                                              reason=outcome.reason, ending=ending)
             log_end(job, ended, outcome)
             return ended

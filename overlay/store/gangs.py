@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from overlay.model import Job, JobPart, NodeState
 from overlay.states import JobState
+from overlay.store import moves
 from overlay.store import parts as part_rows
 from overlay.store.jobs import (
     Ending,
@@ -19,7 +20,6 @@ from overlay.store.jobs import (
     _stale,
     get_job,
     release_gpus,
-    start_locked,
     to_job,
     transition,
 )
@@ -56,12 +56,12 @@ def as_part(job: Job, row: JobPartRow) -> Job:
 def start(session: Session, job_id: str, *, attempt: int, part: int, node: str,
           now: datetime | None = None) -> Job:
     """Start a one-node job (``jobs.start``) or a gang job's part (``start_part``)."""
-    row = get_job(session, job_id, lock=True)  # one locked read: an agent does this per job
+    row = moves.lock(session, job_id)  # one locked read: an agent does this per job
     if row.nodes > 1:
         return start_part(session, job_id, attempt=attempt, part=part, node=node, now=now)
     if part:
-        raise _stale(row, attempt)
-    return start_locked(session, row, attempt=attempt, node=node, now=now)
+        raise _stale(row, attempt)  # type: ignore[arg-type]  # a Row has the fields it reads
+    return moves.start(session, row, attempt=attempt, node=node, now=now)
 
 
 def as_this_node(session: Session, job: Job, node: str) -> Job:

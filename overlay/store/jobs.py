@@ -109,7 +109,7 @@ def insert_job(session: Session, spec: JobSpec, *, now: datetime | None = None) 
     enqueued = session.execute(INSERT_JOB, values).scalar_one_or_none()
     if enqueued is None:
         raise DuplicateJob(spec.job_id)
-    _event(session, spec.job_id, None, JobState.QUEUED, now=enqueued, attempt=0, reason="submitted")
+    record_event(session, spec.job_id, None, JobState.QUEUED, now=enqueued, attempt=0, reason="submitted")
     return Job(spec=spec, state=JobState.QUEUED, enqueued_at=enqueued)
 
 
@@ -217,27 +217,10 @@ def _move(
         row.exit_code, row.log_tail = ending.exit_code, ending.log_tail
     if (target.terminal or target is JobState.QUEUED) and not keep_gpus:
         release_gpus(session, job_id, now=now)
-    _event(session, job_id, current, target, now=now, attempt=row.attempt, reason=reason,
-           node=row.node, gpus=row.gpu_indices)
+    record_event(session, job_id, current, target, now=now, attempt=row.attempt, reason=reason,
+                 node=row.node, gpus=row.gpu_indices)
     session.flush()
     return to_job(row)
-
-
-def start(session: Session, job_id: str, *, attempt: int, node: str, now: datetime | None = None) -> Job:
-    """PLACED -> RUNNING if the job is PLACED for this attempt on this node.
-
-    Raises StaleAttempt otherwise (a stale or redelivered message: nothing changes),
-    JobNotFound.
-    """
-    return start_locked(session, get_job(session, job_id, lock=True), attempt=attempt, node=node, now=now)
-
-
-def start_locked(session: Session, row: JobRow, *, attempt: int, node: str,
-                 now: datetime | None = None) -> Job:
-    """``start`` for a row already read and locked in this transaction."""
-    if (row.state, row.attempt, row.node) != (JobState.PLACED, attempt, node):
-        raise _stale(row, attempt)
-    return _move(session, row, JobState.RUNNING, now=now, reason=None)
 
 
 def _stale(row: JobRow, attempt: int) -> StaleAttempt:
@@ -273,8 +256,8 @@ def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job
 def note(session: Session, job: Job, reason: str, *, now: datetime | None = None) -> None:
     """An event on ``job`` that changes nothing of it (it stays in its state): what happened
     to it, e.g. the jobs preempted for it."""
-    _event(session, job.job_id, job.state, job.state, now=resolve_now(session, now), attempt=job.attempt,
-           reason=reason, node=job.node, gpus=list(job.gpus))
+    record_event(session, job.job_id, job.state, job.state, now=resolve_now(session, now),
+                 attempt=job.attempt, reason=reason, node=job.node, gpus=job.gpus)
 
 
 def place(session: Session, job_id: str, placement: Placement, *, now: datetime | None = None,
@@ -312,8 +295,8 @@ def _placed(session: Session, row: JobRow, placement: Placement, *, now: datetim
     row.started_at = None
     row.reason = None
     row.preempted_by = row.preempted_at = None
-    _event(session, row.job_id, JobState.QUEUED, JobState.PLACED, now=now, attempt=row.attempt,
-           node=row.node, gpus=row.gpu_indices)
+    record_event(session, row.job_id, JobState.QUEUED, JobState.PLACED, now=now, attempt=row.attempt,
+                 node=row.node, gpus=row.gpu_indices)
     session.flush()
     return to_job(row)
 
@@ -342,34 +325,6 @@ def release_gpus(session: Session, job_id: str, *, attempt: int | None = None, n
     """Free the job's GPUs (only those of ``attempt`` and ``node``, if given), recording each
     freed attempt's GPU-seconds up to ``now`` (overlay/store/usage.py) in this transaction."""
     usage.release(session, job_id, attempt=attempt, node=node, now=now)
-
-
-def finish(
-    session: Session,
-    job_id: str,
-    *,
-    attempt: int,
-    target: JobState,
-    now: datetime | None = None,
-    reason: str | None,
-    ending: Ending,
-) -> Job:
-    """Record how an attempt ended and free its GPUs; the job as it is now.
-
-    A job cancelled while running is already CANCELLED: the end only adds the exit
-    code and output. Raises StaleAttempt, recording nothing, when the attempt is no
-    longer the job's (it was given up and retried: the caller frees what the attempt
-    still holds with ``release_gpus``), JobNotFound.
-    """
-    row = get_job(session, job_id, lock=True)
-    if row.attempt != attempt or row.state in (JobState.QUEUED, JobState.PLACED):
-        raise _stale(row, attempt)
-    if row.state is JobState.RUNNING:
-        return _move(session, row, target, now=now, reason=reason, ending=ending)
-    row.exit_code, row.log_tail = ending.exit_code, ending.log_tail
-    release_gpus(session, job_id, attempt=attempt, now=now)
-    session.flush()
-    return to_job(row)
 
 
 def active_on_offline_nodes(session: Session) -> list[Job]:
@@ -452,7 +407,21 @@ def events(session: Session, job_id: str) -> Sequence[JobEventRow]:
 NOTIFY_CHANNEL = "overlay_job"
 
 
-def _event(
+# A job event and its NOTIFY (the API's long polls wake on it) in one statement, built once.
+EVENT = text(f"""
+WITH e AS (
+  INSERT INTO {JobEventRow.__tablename__}
+    (job_id, at, from_state, to_state, attempt, node, gpu_indices, reason)
+  VALUES (:job_id, :at, :from_state, :to_state, :attempt, :node, :gpus, :reason)
+  RETURNING job_id
+)
+SELECT pg_notify('{NOTIFY_CHANNEL}', :job_id || ' ' || :to_state) FROM e
+""").bindparams(*(bindparam(name, type_=JobEventRow.__table__.c[column].type) for name, column in (
+    ("job_id", "job_id"), ("at", "at"), ("from_state", "from_state"), ("to_state", "to_state"),
+    ("attempt", "attempt"), ("node", "node"), ("gpus", "gpu_indices"), ("reason", "reason"))))
+
+
+def record_event(
     session: Session,
     job_id: str,
     from_state: JobState | None,
@@ -462,21 +431,13 @@ def _event(
     attempt: int,
     reason: str | None = None,
     node: str | None = None,
-    gpus: list[int] | None = None,
+    gpus: Sequence[int] | None = None,
 ) -> None:
-    session.execute(
-        insert(JobEventRow).values(
-            job_id=job_id,
-            at=now,
-            from_state=from_state.value if from_state else None,
-            to_state=to_state.value,
-            attempt=attempt,
-            node=node,
-            gpu_indices=list(gpus or []),
-            reason=reason,
-        )
-    )
-    session.execute(select(func.pg_notify(NOTIFY_CHANNEL, f"{job_id} {to_state.value}")))
+    """Append the job's event and NOTIFY it, in this transaction."""
+    session.connection().execute(EVENT, {
+        "job_id": job_id, "at": now, "from_state": from_state.value if from_state else None,
+        "to_state": to_state.value, "attempt": attempt, "node": node, "gpus": list(gpus or []),
+        "reason": reason})
 
 
 def log_tail(session: Session, job_id: str) -> str:

@@ -14,7 +14,7 @@ from overlay.errors import DuplicateJob, InvalidField, JobNotFound
 from overlay.model import JobSpec
 from overlay.states import JobState
 from overlay.store import arrays as array_store
-from overlay.store import dependencies
+from overlay.store import dependencies, moves
 from overlay.store import jobs as job_store
 from overlay.store.holds import queued_for_pass
 from overlay.store.jobs import Ending
@@ -50,7 +50,7 @@ def end(cluster, job_id: str, state: JobState, *, at=T0):
     if cluster.job(job_id).state is JobState.PLACED:
         cluster.start(job_id, at=at)
     with cluster.sessions.begin() as s:
-        job_store.finish(s, job_id, attempt=cluster.job(job_id).attempt, target=state, now=at, reason=None,
+        moves.finish(s, job_id, attempt=cluster.job(job_id).attempt, target=state, now=at, reason=None,
                          ending=Ending(exit_code=0 if state is JobState.DONE else 1, log_tail=""))
 
 

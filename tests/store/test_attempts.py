@@ -7,6 +7,7 @@ import pytest
 
 from overlay.errors import StaleAttempt
 from overlay.states import JobState
+from overlay.store import gangs, moves
 from overlay.store import jobs as job_store
 from tests.store.world import T0, race, seconds
 from workers.scheduler import STRAY_GRACE_S
@@ -14,7 +15,7 @@ from workers.scheduler import STRAY_GRACE_S
 
 def finish(cluster, job_id, *, attempt, at, exit_code=0):
     with cluster.sessions.begin() as s:
-        return job_store.finish(s, job_id, attempt=attempt, target=JobState.DONE, now=at, reason=None,
+        return moves.finish(s, job_id, attempt=attempt, target=JobState.DONE, now=at, reason=None,
                                 ending=job_store.Ending(exit_code=exit_code, log_tail="bye\n"))
 
 
@@ -51,7 +52,7 @@ def test_a_start_for_an_old_attempt_raises_stale_attempt_and_changes_nothing(clu
     cluster.place("j", on="node-a", gpus=(0,), at=T0 + seconds(2))
     # When a late run_job for attempt 1 arrives
     with pytest.raises(StaleAttempt), cluster.sessions.begin() as s:
-        job_store.start(s, "j", attempt=1, node="node-a", now=T0 + seconds(3))
+        gangs.start(s, "j", attempt=1, part=0, node="node-a", now=T0 + seconds(3))
     # Then attempt 2 is still PLACED, waiting for its own message
     assert (cluster.job("j").state, cluster.job("j").attempt) == (JobState.PLACED, 2)
 
@@ -64,7 +65,7 @@ def test_a_job_cancelled_before_its_agent_starts_it_is_never_started(cluster):
     cluster.cancel("j", at=T0 + seconds(1))
     # When the agent tries to start it
     with pytest.raises(StaleAttempt), cluster.sessions.begin() as s:
-        job_store.start(s, "j", attempt=1, node="node-a", now=T0 + seconds(2))
+        gangs.start(s, "j", attempt=1, part=0, node="node-a", now=T0 + seconds(2))
     # Then it stays CANCELLED, and its GPU is free (nothing of it runs)
     assert cluster.job("j").state is JobState.CANCELLED
     assert cluster.holders("node-a") == {}
@@ -78,7 +79,7 @@ def test_a_cancel_racing_the_agents_start_leaves_the_job_cancelled_whichever_com
 
     def start():
         with cluster.sessions.begin() as s:
-            return job_store.start(s, "j", attempt=1, node="node-a", now=T0 + seconds(1))
+            return gangs.start(s, "j", attempt=1, part=0, node="node-a", now=T0 + seconds(1))
 
     # When the user's cancel and the agent's start run at the same moment
     started, cancelled = race(start, lambda: cluster.cancel("j", at=T0 + seconds(1)))

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from overlay.states import JobState
 from overlay.store import jobs as job_store
+from overlay.store import moves
 from overlay.store.running import running_jobs
 from tests.store.world import T0, seconds
 from workers.scheduler import schedule_pass
@@ -15,7 +16,7 @@ from workers.scheduler import schedule_pass
 def finish(cluster, job_id: str, *, at: datetime) -> None:
     """The job's agent reports it DONE (the GPUs are free again)."""
     with cluster.sessions.begin() as s:
-        job_store.finish(s, job_id, attempt=cluster.job(job_id).attempt, target=JobState.DONE, now=at,
+        moves.finish(s, job_id, attempt=cluster.job(job_id).attempt, target=JobState.DONE, now=at,
                          reason=None, ending=job_store.Ending(exit_code=0, log_tail=""))
 
 

@@ -12,7 +12,7 @@ import pytest
 from overlay.config import Settings
 from overlay.errors import StaleAttempt
 from overlay.states import JobState
-from overlay.store import accounts, stats
+from overlay.store import accounts, moves, stats
 from overlay.store import jobs as job_store
 from tests.store.world import T0, Cluster, seconds
 from workers.scheduler import PreemptMessage, reconcile, schedule_pass
@@ -34,7 +34,7 @@ def stopped(cluster: Cluster, job_id: str, attempt: int, *, at) -> None:
     """The victim's agent saw its attempt end: the end is not the job's any more (it is
     QUEUED), so it frees the attempt's GPUs, as workers/execution.py record_end does."""
     with cluster.sessions.begin() as s, pytest.raises(StaleAttempt):
-        job_store.finish(s, job_id, attempt=attempt, target=JobState.FAILED, now=at, reason="preempted",
+        moves.finish(s, job_id, attempt=attempt, target=JobState.FAILED, now=at, reason="preempted",
                          ending=job_store.Ending(exit_code=143, log_tail=""))
     with cluster.sessions.begin() as s:
         job_store.release_gpus(s, job_id, attempt=attempt, now=at)
@@ -97,7 +97,7 @@ def test_a_preempted_job_runs_again_without_using_up_its_retries(cluster, on):
     assert [m.job_id for m in schedule_pass(cluster.sessions, on, now=T0 + seconds(4)).runs] == ["urgent"]
     cluster.start("urgent", at=T0 + seconds(5))
     with cluster.sessions.begin() as s:
-        job_store.finish(s, "urgent", attempt=1, target=JobState.DONE, now=T0 + seconds(9), reason=None,
+        moves.finish(s, "urgent", attempt=1, target=JobState.DONE, now=T0 + seconds(9), reason=None,
                          ending=job_store.Ending(exit_code=0, log_tail=""))
     # When the next pass runs: low is placed again, attempt 2, its one preemption not a retry
     assert [m.job_id for m in schedule_pass(cluster.sessions, on, now=T0 + seconds(10)).runs] == ["low"]
@@ -232,7 +232,7 @@ def test_a_job_marked_borrowed_whose_account_is_back_within_its_quota_is_not_bor
         cluster.start(f"nlp{i}", at=T0 + seconds(3))
     assert cluster.job("nlp1").borrowed
     with cluster.sessions.begin() as s:
-        job_store.finish(s, "nlp0", attempt=1, target=JobState.DONE, now=T0 + seconds(4), reason=None,
+        moves.finish(s, "nlp0", attempt=1, target=JobState.DONE, now=T0 + seconds(4), reason=None,
                          ending=job_store.Ending(exit_code=0, log_tail=""))
     run(cluster, "other", on="n1", indices=(0,), at=T0 + seconds(5))
     # When a job of the same priority waits: nlp1 is within nlp's quota now, not fair game

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from overlay.config import Settings
 from overlay.errors import InvalidTransition
 from overlay.states import JobState
+from overlay.store import gangs, moves
 from overlay.store import jobs as job_store
 from tests.store.world import T0, Cluster, seconds
 from workers import scheduler
@@ -24,7 +25,7 @@ from workers import scheduler
 
 def finish(cluster: Cluster, job_id: str, *, at, attempt: int = 1) -> Any:
     with cluster.sessions.begin() as s:
-        return job_store.finish(s, job_id, attempt=attempt, target=JobState.DONE, now=at, reason=None,
+        return moves.finish(s, job_id, attempt=attempt, target=JobState.DONE, now=at, reason=None,
                                 ending=job_store.Ending(exit_code=0, log_tail="bye\n"))
 
 
@@ -99,7 +100,7 @@ def test_a_cancel_waiting_on_the_agents_end_sees_done_and_changes_nothing(cluste
     cluster.running("j", on="node-a", gpus=(0,))
 
     def agent_ends(s):
-        return job_store.finish(s, "j", attempt=1, target=JobState.DONE, now=T0 + seconds(5), reason=None,
+        return moves.finish(s, "j", attempt=1, target=JobState.DONE, now=T0 + seconds(5), reason=None,
                                 ending=job_store.Ending(exit_code=0, log_tail=""))
 
     # When a cancel arrives meanwhile and waits for the lock
@@ -119,7 +120,7 @@ def test_a_cancel_waiting_on_the_agents_start_keeps_the_gpus_of_the_process_that
     cluster.place("j", on="node-a", gpus=(0,))
 
     def agent_starts(s):
-        return job_store.start(s, "j", attempt=1, node="node-a", now=T0 + seconds(1))
+        return gangs.start(s, "j", attempt=1, part=0, node="node-a", now=T0 + seconds(1))
 
     # When a cancel, which had seen the job PLACED in an earlier read, waits for the lock
     def cancel_after_an_earlier_read():
@@ -144,7 +145,7 @@ def test_an_admin_move_waiting_on_the_agents_end_sees_done_and_is_refused(cluste
     cluster.running("j", on="node-a", gpus=(0,))
 
     def agent_ends(s):
-        return job_store.finish(s, "j", attempt=1, target=JobState.DONE, now=T0 + seconds(5), reason=None,
+        return moves.finish(s, "j", attempt=1, target=JobState.DONE, now=T0 + seconds(5), reason=None,
                                 ending=job_store.Ending(exit_code=0, log_tail=""))
 
     def admin_requeues():

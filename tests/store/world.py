@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from overlay.gpus.fake import FakeProbe
 from overlay.model import Job, JobSpec, Placement, ProbeReport
 from overlay.store import cluster_state as cluster_store
+from overlay.store import gangs
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store.tables import GpuAllocationRow
@@ -96,7 +97,7 @@ class Cluster:
         current = self.job(job_id)
         assert current.node is not None, f"{job_id} is not placed"
         with self.sessions.begin() as s:
-            return job_store.start(s, job_id, attempt=current.attempt, node=current.node, now=at)
+            return gangs.start(s, job_id, attempt=current.attempt, part=0, node=current.node, now=at)
 
     def running(self, job_id: str, *, on: str, gpus: tuple[int, ...] = (), at: datetime = T0,
                 **spec: Any) -> Job:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from overlay.efficiency import GpuSample, fold
 from overlay.gpus.fake import FakeProbe
 from overlay.model import Placement
+from overlay.store import gangs
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store import samples as sample_store
@@ -40,7 +41,7 @@ def running(client, sessions, job_id: str, *, gpu: int = 0, **body) -> None:
     assert response.status_code == 201
     with sessions.begin() as s:
         job = job_store.place(s, job_id, Placement(node="node-a", gpus=(gpu,)), now=T0)
-        job_store.start(s, job_id, attempt=job.attempt, node="node-a", now=T0)
+        gangs.start(s, job_id, attempt=job.attempt, part=0, node="node-a", now=T0)
 
 
 def test_a_job_shows_its_efficiency_once_sampled(client, sessions) -> None:

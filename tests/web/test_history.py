@@ -10,6 +10,7 @@ from cli import history
 from overlay.gpus.fake import FakeProbe
 from overlay.model import Placement
 from overlay.states import JobState
+from overlay.store import gangs, moves
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store.jobs import Ending
@@ -28,8 +29,8 @@ def ran(client, sessions, job_id: str, *, gpus: tuple[int, ...], submit_s: float
         row.enqueued_at = at  # submitted at ``submit_s``, as recorded
         placed = T0 + timedelta(seconds=placed_s)
         job = job_store.place(s, job_id, Placement(node="node-a", gpus=gpus), now=placed)
-        job_store.start(s, job_id, attempt=job.attempt, node="node-a", now=placed)
-        job_store.finish(s, job_id, attempt=job.attempt, target=JobState.DONE, reason=None,
+        gangs.start(s, job_id, attempt=job.attempt, part=0, node="node-a", now=placed)
+        moves.finish(s, job_id, attempt=job.attempt, target=JobState.DONE, reason=None,
                          now=placed + timedelta(seconds=run_s), ending=Ending(exit_code=0, log_tail=""))
 
 

@@ -1,0 +1,136 @@
+"""An agent's store work per job, this checkout against another, alternating in one run.
+
+Per job, an agent records its start (one transaction), its end (one transaction), and
+reads what follows the end (one session): the store calls workers/execution.py makes.
+This times those three, in-process on a database of their own (no Celery, no
+supervisor), as CPU of the measuring process (SQLAlchemy, psycopg2: the agent's share)
+and wall time (with Postgres's), per job, median over ``--jobs`` jobs after 20 to warm.
+
+``--against DIR`` is another checkout (``git worktree add /tmp/old <commit>``); each of
+``--pairs`` pairs runs both, in alternating order, each in a fresh interpreter with its
+own tree on PYTHONPATH and its own schema (its own migrations), so a noisy machine
+weighs on both alike. Without it, this checkout alone.
+
+    python -m bench.agent_store --jobs 300 --against /tmp/old --pairs 3
+
+Keeps its result as bench/results/agent-store-<UTC time>-<commit>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.run import RESULTS, machine
+from tests.conftest import PG_SERVER
+
+ROOT = Path(__file__).resolve().parent.parent
+WARM = 20
+
+
+def measure(jobs: int) -> dict[str, float]:
+    """Run in the tree under test: insert and place each job (untimed), then time its
+    start, end and after-end reads as an agent makes them."""
+    from sqlalchemy import create_engine
+
+    from overlay.gpus.fake import FakeProbe
+    from overlay.model import JobSpec, Placement
+    from overlay.states import JobState
+    from overlay.store import gangs
+    from overlay.store import jobs as job_store
+    from overlay.store import nodes as node_store
+    from overlay.store.session import ensure_database, make_sessionmaker, migrate
+    from tests.conftest import drop_database
+
+    try:  # this checkout: the end in Core (overlay/store/moves.py)
+        from overlay.store.moves import finish
+    except ImportError:  # before it: the ORM's
+        finish = job_store.finish  # type: ignore[attr-defined]
+    database_url = f"{PG_SERVER}/overlay_bench_{uuid.uuid4().hex[:8]}"
+    ensure_database(database_url)
+    migrate(database_url)
+    engine = create_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    cpu, wall = [], []
+    try:
+        probe = FakeProbe(node_name="node-a", fake_gpus="4xNVIDIA A100-SXM4-80GB:81920")
+        with sessions.begin() as s:
+            node_store.record_heartbeat(s, name="node-a", hostname="node-a", report=probe.sample(), now=None,
+                                        labels={}, agent_health={"job_slots": None})
+        for i in range(WARM + jobs):
+            job_id = f"agent-store-{i}"
+            with sessions.begin() as s:
+                job_store.insert_job(s, JobSpec(job_id=job_id, cmd=("true",), gpus=1), now=None)
+            with sessions.begin() as s:
+                placed = job_store.place(s, job_id, Placement(node="node-a", gpus=(i % 4,)), now=None)
+            c0, w0 = time.process_time(), time.perf_counter()
+            with sessions.begin() as s:
+                started = gangs.start(s, job_id, attempt=placed.attempt, part=0, node="node-a", now=None)
+            with sessions.begin() as s:
+                ended = finish(s, job_id, attempt=started.attempt, target=JobState.DONE, now=None,
+                               reason=None,
+                               ending=job_store.Ending(exit_code=0, log_tail="bye\n"))
+            with sessions() as s:
+                gangs.to_stop_after(s, job_id, attempt=started.attempt, part=0)
+                job_store.any_queued(s)
+            if i >= WARM:
+                cpu.append((time.process_time() - c0) * 1000)
+                wall.append((time.perf_counter() - w0) * 1000)
+            assert ended.state is JobState.DONE, ended
+    finally:
+        engine.dispose()
+        drop_database(database_url)
+    return {"cpu_ms_p50": statistics.median(cpu), "wall_ms_p50": statistics.median(wall)}
+
+
+def run_in(tree: Path, jobs: int) -> dict[str, float]:
+    """``measure`` in a fresh interpreter on ``tree``'s code."""
+    line = f"import json; from bench.agent_store import measure; print(json.dumps(measure({jobs})))"
+    if not (tree / "bench" / "agent_store.py").exists():  # an older tree: this file's measure, its code
+        line = (f"import json, runpy; m = runpy.run_path({str(Path(__file__))!r})['measure']; "
+                f"print(json.dumps(m({jobs})))")
+    out = subprocess.run([sys.executable, "-c", line], cwd=tree, check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tree)})
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    trees = {"this": ROOT} | ({"against": args.against.resolve()} if args.against else {})
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for n in range(args.pairs if args.against else 1):
+        for name in (list(trees) if n % 2 == 0 else list(trees)[::-1]):
+            runs[name].append(run_in(trees[name], args.jobs))
+            print(f"pair {n + 1}, {name}: {json.dumps(runs[name][-1])}", flush=True)
+    result: dict[str, Any] = {"machine": machine(), "jobs": args.jobs, "pairs": len(runs["this"]),
+                              "against": str(trees.get("against", "")), "runs": runs}
+    for name, figures in runs.items():
+        for key in ("cpu_ms_p50", "wall_ms_p50"):
+            result[f"{name}_{key}"] = statistics.median(f[key] for f in figures)
+    if args.against:
+        result["cpu_ratio"] = result["this_cpu_ms_p50"] / result["against_cpu_ms_p50"]
+        result["wall_ratio"] = result["this_wall_ms_p50"] / result["against_wall_ms_p50"]
+    print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "machine")}, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = result["machine"]["at"][:19].replace(":", "")
+    path = args.out / f"agent-store-{stamp}-{result['machine']['commit']}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"kept {path}")
+
+
+if __name__ == "__main__":
+    main()
