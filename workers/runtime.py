@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from overlay.config import Settings
 from overlay.gpus import GpuProbe, open_probe
+from overlay.store.holds import QueuedJobs
 from overlay.store.session import make_engine, make_sessionmaker
 from workers.attempts import Launcher
 from workers.queues import PassRequests
@@ -124,6 +125,11 @@ class Runtime:
     @cached_property
     def pass_requests(self) -> PassRequests:
         return PassRequests(self.settings.broker_url)
+
+    @cached_property
+    def queued_jobs(self) -> QueuedJobs:
+        """The scheduler's copy of the queued jobs, by row version (overlay/store/holds.py)."""
+        return QueuedJobs()
 
     @cached_property
     def probe(self) -> GpuProbe:

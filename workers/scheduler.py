@@ -25,7 +25,7 @@ from overlay.store import cluster_state, gangs, placing, sharing
 from overlay.store import jobs as job_store
 from overlay.store import nodes as node_store
 from overlay.store import preemption as preemption_store
-from overlay.store.holds import hold, queued_for_pass, still_stopping
+from overlay.store.holds import QueuedJobs, hold, queued_for_pass, still_stopping
 from overlay.store.placing import Wanted
 from overlay.store.running import running_jobs
 from overlay.store.session import resolve_now
@@ -74,17 +74,18 @@ class PassResult:
 
 def schedule_pass(
     sessions: sessionmaker[Session], settings: Settings, *, now: datetime | None = None,
-    batch: bool = True,
+    batch: bool = True, queue: QueuedJobs | None = None,
 ) -> PassResult:
     """Place what fits of the queue, preempt for what waits (PREEMPTION=on), record why the
     rest waits; return what to dispatch.
 
     ``now`` is Postgres's clock unless given (tests give one). One-node placements are
     written together (``batch``; bench/placement.py compares it with one job at a time).
+    ``queue``: the process's copy of the queued jobs by row version, where it keeps one.
     """
     with sessions.begin() as s:
         cluster_state.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
-        queued = queued_for_pass(s)  # but tasks beyond their array's %N limit (overlay/store/holds.py)
+        queued = queued_for_pass(s, queue)  # but tasks beyond their array's %N limit (overlay/store/holds.py)
         if not queued:
             return PassResult(runs=[])
         now = resolve_now(s, now)

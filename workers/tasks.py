@@ -36,7 +36,7 @@ def schedule() -> int:
     """
     rt = app.runtime
     rt.pass_requests.begin()
-    result = scheduler.schedule_pass(rt.sessions, rt.settings)
+    result = scheduler.schedule_pass(rt.sessions, rt.settings, queue=rt.queued_jobs)
     send_run_jobs(result.runs)
     send_preempts(result.preempts)
     return len(result.runs)

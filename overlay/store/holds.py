@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, exists, func, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from overlay.arrays import ArrayGate, ArrayLoad, hold_back, limit_reason
@@ -45,15 +46,63 @@ def hold(session: Session, queued: Sequence[Job], *, now: datetime) -> Holds:
     return Holds(ready=[j for j in rest if j.job_id not in limited], waiting=waiting, loads=loads)
 
 
-def queued_for_pass(session: Session) -> list[Job]:
+class QueuedJobs:
+    """The queued jobs one scheduler process read last, each as of its row's version.
+
+    A pass reads every queued job, and most of them are the same rows as the pass before
+    (a deep queue behind a full fleet): decoding each into a ``Job`` was the largest part
+    of a pass (docs/performance.md). Postgres gives each row version its own ``xmin`` (the
+    transaction that wrote it), so a pass reads the queue's (job_id, xmin) pairs and
+    fetches whole rows only for versions it has not seen; a row changed in any way is a
+    new version. Entries of jobs that left the queue are dropped on each read.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, tuple[str, Job]] = {}
+
+    def read(self, session: Session, *where: ColumnElement[bool], order: Any = None,
+             limit: int | None = None) -> list[Job]:
+        """The jobs ``where`` selects (in ``order``, at most ``limit``), read through this cache."""
+        versions = session.execute(_limited(select(JobRow.job_id, XMIN).where(*where), order, limit)).all()
+        stale = [job_id for job_id, version in versions if self._jobs.get(job_id, ("",))[0] != version]
+        if stale:  # rows changed since (or new): their versions now, if they still match
+            for job_id in stale:
+                self._jobs.pop(job_id, None)
+            for row in session.execute(JOB_COLUMNS.add_columns(XMIN.label("row_version"))
+                                       .where(*where, JobRow.job_id.in_(stale))):
+                self._jobs[row.job_id] = (row.row_version, to_job(row))  # type: ignore[arg-type]
+        return [self._jobs[job_id][1] for job_id, _ in versions if job_id in self._jobs]
+
+    def keep_only(self, jobs: Sequence[Job]) -> None:
+        """Forget every job but ``jobs`` (those still queued)."""
+        ids = {j.job_id for j in jobs}
+        self._jobs = {job_id: entry for job_id, entry in self._jobs.items() if job_id in ids}
+
+
+# A row version's id, as text (Postgres's xid type has no ordering: only equality is used).
+XMIN: ColumnElement[str] = literal_column("jobs.xmin::text")
+
+
+def _limited(stmt: Select[Any], order: Any, limit: int | None) -> Select[Any]:
+    stmt = stmt.order_by(order) if order is not None else stmt
+    return stmt.limit(limit) if limit is not None else stmt
+
+
+def queued_for_pass(session: Session, cache: QueuedJobs | None = None) -> list[Job]:
     """The QUEUED jobs a pass may place: every one, except the tasks of a limited array
     beyond the first ``limit - running`` by index. Those are not read at all (a 100,000-task
     array would otherwise cost every pass 100,000 rows decoded); their reason is set here,
-    one statement per array, touching only rows whose reason changes."""
+    one statement per array, touching only rows whose reason changes. Read through
+    ``cache`` where the caller keeps one (the scheduler process does), else whole."""
     queued = JobRow.state == JobState.QUEUED
     limited = exists().where(ArrayRow.array_id == JobRow.array_id, ArrayRow.max_running.is_not(None))
-    jobs = [to_job(r) for r in session.execute(  # type: ignore[arg-type]
-        JOB_COLUMNS.where(queued, or_(JobRow.array_id.is_(None), ~limited)))]
+
+    def read(*where: ColumnElement[bool], order: Any = None, limit: int | None = None) -> list[Job]:
+        if cache is not None:
+            return cache.read(session, *where, order=order, limit=limit)
+        return [to_job(r) for r in session.execute(_limited(JOB_COLUMNS.where(*where), order, limit))]  # type: ignore[arg-type]
+
+    jobs = read(queued, or_(JobRow.array_id.is_(None), ~limited))
     waiting_arrays = select(JobRow.array_id).where(queued, JobRow.array_id.is_not(None)).distinct()
     active = (select(func.count())
               .where(JobRow.array_id == ArrayRow.array_id, JobRow.state.in_(arrays.ACTIVE)).scalar_subquery())
@@ -61,14 +110,15 @@ def queued_for_pass(session: Session) -> list[Job]:
             select(ArrayRow.array_id, ArrayRow.max_running, active)
             .where(ArrayRow.max_running.is_not(None), ArrayRow.array_id.in_(waiting_arrays))):
         room = max(limit - running, 0)
-        tasks = [to_job(r) for r in session.execute(  # type: ignore[arg-type]
-            JOB_COLUMNS.where(queued, JobRow.array_id == array_id).order_by(JobRow.array_index).limit(room))]
+        tasks = read(queued, JobRow.array_id == array_id, order=JobRow.array_index, limit=room)
         jobs += tasks
         beyond = [JobRow.array_index > tasks[-1].spec.array_index] if tasks else []
         reason = limit_reason(array_id, limit)
         session.execute(update(JobRow).where(queued, JobRow.array_id == array_id, *beyond,
                                              JobRow.reason.is_distinct_from(reason))
                         .values(reason=reason).execution_options(synchronize_session=False))
+    if cache is not None:
+        cache.keep_only(jobs)
     return jobs
 
 
