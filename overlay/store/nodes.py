@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, union_all, update
+from sqlalchemy import CompoundSelect, delete, func, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -87,6 +87,24 @@ def live_snapshots(session: Session, *, now: datetime | None = None, ttl_s: floa
     return [info.snapshot for info in node_infos(session, now=now, ttl_s=ttl_s)]
 
 
+_ACTIVE = [JobState.PLACED.value, JobState.RUNNING.value]
+# What a pass reads of the fleet every time, built once and read as plain rows (no ORM
+# objects): the freshest heartbeat, the nodes, their GPUs, who holds each GPU, and how many
+# jobs each node runs, a gang job's parts beyond rank 0 counting on their own nodes too.
+FRESHEST = select(func.max(NodeRow.last_seen)).where(NodeRow.state == NodeState.ONLINE.value)
+NODES = select(NodeRow.__table__).order_by(NodeRow.name)
+ONLINE_NODES = NODES.where(NodeRow.state == NodeState.ONLINE.value)
+# (``index`` labelled apart: a row's own ``index`` is the tuple's method)
+GPUS = (select(GpuRow.node, GpuRow.index.label("gpu_index"), *(getattr(GpuRow, f) for f in GPU_FIELDS))
+        .order_by(GpuRow.node, GpuRow.index))
+HOLDERS = select(GpuAllocationRow.node, GpuAllocationRow.gpu_index, GpuAllocationRow.job_id)
+RUNNING: CompoundSelect = union_all(
+    select(JobRow.node, func.count()).where(JobRow.state.in_(_ACTIVE)).group_by(JobRow.node),
+    select(JobPartRow.node, func.count()).join(JobRow, JobRow.job_id == JobPartRow.job_id)
+    .where(JobRow.state.in_(_ACTIVE), JobPartRow.attempt == JobRow.attempt, JobPartRow.part > 0,
+           JobPartRow.state.in_(_ACTIVE)).group_by(JobPartRow.node))
+
+
 def node_infos(
     session: Session, *, now: datetime | None = None, ttl_s: float, include_offline: bool = False
 ) -> list[NodeInfo]:
@@ -96,37 +114,24 @@ def node_infos(
     (overlay/liveness.py ``silence_cutoff``: then beat is away, not the fleet).
     """
     now = resolve_now(session, now)
-    freshest = session.scalar(
-        select(func.max(NodeRow.last_seen)).where(NodeRow.state == NodeState.ONLINE.value)
-    )
-    cutoff = silence_cutoff(now, freshest_seen=freshest, ttl_s=ttl_s)
-    query = select(NodeRow).order_by(NodeRow.name)
-    if not include_offline:
-        query = query.where(NodeRow.state == NodeState.ONLINE.value)
-        if cutoff is not None:
-            query = query.where(NodeRow.last_seen >= cutoff)
-    nodes = session.scalars(query).all()
+    conn = session.connection()
+    cutoff = silence_cutoff(now, freshest_seen=conn.execute(FRESHEST).scalar(), ttl_s=ttl_s)
+    nodes = [n for n in conn.execute(NODES if include_offline else ONLINE_NODES)
+             if include_offline or cutoff is None or n.last_seen >= cutoff]
     gpus: dict[str, list[GpuDevice]] = defaultdict(list)
-    for g in session.scalars(select(GpuRow).order_by(GpuRow.node, GpuRow.index)):
-        gpus[g.node].append(GpuDevice(index=g.index, **{f: getattr(g, f) for f in GPU_FIELDS}))
+    for g in conn.execute(GPUS):
+        gpus[g.node].append(GpuDevice(index=g.gpu_index, **{f: getattr(g, f) for f in GPU_FIELDS}))
     holders: dict[str, dict[int, str]] = defaultdict(dict)
-    for a in session.scalars(select(GpuAllocationRow)):
-        holders[a.node][a.gpu_index] = a.job_id
-    active = [JobState.PLACED.value, JobState.RUNNING.value]
-    jobs = select(JobRow.node, func.count()).where(JobRow.state.in_(active)).group_by(JobRow.node)
-    # A gang job's parts beyond rank 0 take a job slot on their own nodes too (one round
-    # trip for both: a pass reads this every time).
-    parts = (select(JobPartRow.node, func.count()).join(JobRow, JobRow.job_id == JobPartRow.job_id)
-             .where(JobRow.state.in_(active), JobPartRow.attempt == JobRow.attempt, JobPartRow.part > 0,
-                    JobPartRow.state.in_(active)).group_by(JobPartRow.node))
+    for node, index, job_id in conn.execute(HOLDERS):
+        holders[node][index] = job_id
     running: dict[str, int] = defaultdict(int)
-    for node, count in session.execute(union_all(jobs, parts)):
+    for node, count in conn.execute(RUNNING):
         running[node] += count
     return [_info(n, gpus[n.name], holders[n.name], cutoff, running.get(n.name, 0)) for n in nodes]
 
 
 def _info(
-    row: NodeRow, gpus: list[GpuDevice], holders: dict[int, str], cutoff: datetime | None, running: int
+    row: Any, gpus: list[GpuDevice], holders: dict[int, str], cutoff: datetime | None, running: int
 ) -> NodeInfo:
     if row.state != NodeState.ONLINE.value or (cutoff is not None and row.last_seen < cutoff):
         state = NodeState.OFFLINE
