@@ -120,7 +120,10 @@ class Runtime:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        return make_sessionmaker(make_engine(self.settings.database_url))
+        # An agent frozen inside a transaction is cut off by Postgres after FENCE_S (its
+        # supervisors fence its jobs then too), so its row locks stall no one for longer.
+        idle = self.settings.fence_s if self.is_agent else None
+        return make_sessionmaker(make_engine(self.settings.database_url, idle_in_transaction_s=idle))
 
     @cached_property
     def pass_requests(self) -> PassRequests:

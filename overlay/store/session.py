@@ -17,19 +17,27 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, idle_in_transaction_s: float | None = None) -> Engine:
     """An engine that notices dead connections (Postgres restarts) before using them.
 
     Its SQL parameters never reach a log line or an error message: they hold job env
-    values, which may be secrets.
+    values, which may be secrets. With ``idle_in_transaction_s``, Postgres ends a session
+    of it that sits that long inside a transaction (an agent uses FENCE_S): a process
+    frozen between a write and its commit (SIGSTOP, a swap storm) would otherwise hold its
+    row locks for as long as it is frozen, and stall whoever waits for them: a frozen agent
+    holding its node's row stalled reconcile, and with it every pass.
     """
+    connect_args: dict[str, object] = {"connect_timeout": 3}
+    if idle_in_transaction_s:
+        ms = max(1, round(idle_in_transaction_s * 1000))
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
     return create_engine(
         url,
         hide_parameters=True,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
-        connect_args={"connect_timeout": 3},
+        connect_args=connect_args,
     )
 
 
