@@ -31,6 +31,7 @@ def main() -> int:
     from overlay.config import Settings
     from overlay.gpus.fake import FakeProbe
     from overlay.model import JobSpec, Placement
+    from overlay.store import gangs
     from overlay.store import jobs as job_store
     from overlay.store import nodes as node_store
     from overlay.store.session import ensure_database, make_engine, make_sessionmaker, migrate
@@ -61,7 +62,7 @@ def main() -> int:
             with sessions.begin() as s:
                 job_store.insert_job(s, JobSpec(job_id=f"j{i}", cmd=("x",), gpus=1), now=t0)
                 job = job_store.place(s, f"j{i}", Placement(node="node-a", gpus=(i,)), now=t0)
-                job_store.start(s, f"j{i}", attempt=job.attempt, node="node-a", now=t0)
+                gangs.start(s, f"j{i}", attempt=job.attempt, part=0, node="node-a", now=t0)
             rt.agent.hold(f"j{i}", (i,))
         statements = count()
         event.listen(engine, "before_cursor_execute", lambda *a, **k: next(statements))

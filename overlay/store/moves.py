@@ -24,22 +24,20 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, func, select, update
+from sqlalchemy import Row, Table, bindparam, func, update
 from sqlalchemy.orm import Session
 from sqlalchemy.types import DateTime
 
 from overlay.errors import JobNotFound
 from overlay.model import Job
 from overlay.states import JobState, check_transition
-from overlay.store.jobs import Ending, _stale, record_event, to_job
+from overlay.store.jobs import JOB_BY_ID, Ending, _stale, record_event, to_job
 from overlay.store.tables import JobRow
 from overlay.store.usage import RELEASE
 
 JOBS: Table = JobRow.__table__  # type: ignore[assignment]  # a declarative class's table is a Table
-# Every column of the job, labelled by its attribute (``state``, not the column ``status``),
-# so that ``to_job`` reads a row of it as it reads an ORM row.
-LOCKED = (select(*(JOBS.c[attr.columns[0].name].label(attr.key) for attr in JobRow.__mapper__.column_attrs))
-          .where(JOBS.c.job_id == bindparam("id")).with_for_update())
+# Every column of the job (labelled so that ``to_job`` reads it), locked for the transaction.
+LOCKED = JOB_BY_ID.with_for_update()
 _NOW = func.coalesce(bindparam("now", type_=DateTime(timezone=True)), func.clock_timestamp())
 START = (update(JOBS).where(JOBS.c.job_id == bindparam("id"))
          .values(status=JobState.RUNNING, reason=None, started_at=_NOW).returning(JOBS.c.started_at))
@@ -95,6 +93,6 @@ def finish(session: Session, job_id: str, *, attempt: int, target: JobState, rea
     at = conn.execute(END, {"id": job_id, "state": target, "why": reason, "now": now,
                             "code": ending.exit_code, "tail": ending.log_tail}).scalar_one()
     conn.execute(RELEASE, {"job_id": job_id, "attempt": None, "node": None, "now": at})
-    record_event(session, job_id, row.state, target, now=at, attempt=row.attempt, node=row.node,
-                 gpus=row.gpu_indices)
+    record_event(session, job_id, row.state, target, now=at, attempt=row.attempt, reason=reason,
+                 node=row.node, gpus=row.gpu_indices)
     return replace(job, state=target, reason=reason, finished_at=at, exit_code=ending.exit_code)

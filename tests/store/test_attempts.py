@@ -16,7 +16,7 @@ from workers.scheduler import STRAY_GRACE_S
 def finish(cluster, job_id, *, attempt, at, exit_code=0):
     with cluster.sessions.begin() as s:
         return moves.finish(s, job_id, attempt=attempt, target=JobState.DONE, now=at, reason=None,
-                                ending=job_store.Ending(exit_code=exit_code, log_tail="bye\n"))
+                            ending=job_store.Ending(exit_code=exit_code, log_tail="bye\n"))
 
 
 def requeue(cluster, job_id, *, at, reason="node lost (node-a); retry 1 of 1"):
@@ -137,3 +137,40 @@ def test_stray_gpus_of_a_superseded_attempt_are_freed_and_the_new_attempts_are_k
     assert freed == 1
     assert cluster.holders("node-a") == {}
     assert cluster.holders("node-b") == {0: ("j", 2)}
+
+
+def test_an_attempts_end_is_recorded_with_its_reason_exit_code_and_time_and_frees_its_gpus(cluster):
+    # Given a job running on node-a's GPU 0
+    cluster.node("node-a", gpus=1)
+    cluster.running("j", on="node-a", gpus=(0,))
+    # When its agent records that it failed with exit code 3
+    with cluster.sessions.begin() as s:
+        ended = moves.finish(s, "j", attempt=1, target=JobState.FAILED, now=T0 + seconds(5),
+                             reason="exit code 3", ending=job_store.Ending(exit_code=3, log_tail="boom\n"))
+    # Then the job, its last event and its GPU all say so
+    job = cluster.job("j")
+    assert (job.state, job.reason, job.exit_code, job.finished_at) == (
+        JobState.FAILED, "exit code 3", 3, T0 + seconds(5))
+    assert ended == job
+    assert cluster.events("j")[-1] == ("FAILED", 1, "exit code 3")
+    assert cluster.holders("node-a") == {}
+    with cluster.sessions.begin() as s:
+        assert job_store.log_tail(s, "j") == "boom\n"
+
+
+def test_the_end_of_an_attempt_cancelled_while_it_ran_adds_its_exit_code_and_frees_its_gpus(cluster):
+    # Given a running job cancelled by its user (CANCELLED, its GPU held until its agent stops it)
+    cluster.node("node-a", gpus=1)
+    cluster.running("j", on="node-a", gpus=(0,))
+    cluster.cancel("j", at=T0 + seconds(2))
+    events = cluster.events("j")
+    assert cluster.holders("node-a") != {}
+    # When its agent records the killed attempt's end
+    with cluster.sessions.begin() as s:
+        moves.finish(s, "j", attempt=1, target=JobState.CANCELLED, now=T0 + seconds(3), reason="cancelled",
+                     ending=job_store.Ending(exit_code=-15, log_tail="killed\n"))
+    # Then the job stays CANCELLED as the cancel left it, with the exit code, and no new event
+    job = cluster.job("j")
+    assert (job.state, job.exit_code) == (JobState.CANCELLED, -15)
+    assert cluster.events("j") == events
+    assert cluster.holders("node-a") == {}
