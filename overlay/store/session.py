@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,18 +28,24 @@ def make_engine(url: str, *, pool_size: int = 5, idle_in_transaction_s: float | 
     row locks for as long as it is frozen, and stall whoever waits for them: a frozen agent
     holding its node's row stalled reconcile, and with it every pass.
     """
-    connect_args: dict[str, object] = {"connect_timeout": 3}
-    if idle_in_transaction_s:
-        ms = max(1, round(idle_in_transaction_s * 1000))
-        connect_args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
-    return create_engine(
+    engine = create_engine(
         url,
         hide_parameters=True,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
-        connect_args=connect_args,
+        connect_args={"connect_timeout": 3},
     )
+    if idle_in_transaction_s:  # set on each new connection (an ``options`` in the URL stays the URL's)
+        ms = max(1, round(idle_in_transaction_s * 1000))
+
+        @event.listens_for(engine, "connect")
+        def _cut_off_idle_transactions(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+            dbapi_connection.commit()
+
+    return engine
 
 
 def db_now(session: Session) -> datetime:
