@@ -36,7 +36,12 @@ def schedule() -> int:
     """
     rt = app.runtime
     rt.pass_requests.begin()
-    result = scheduler.schedule_pass(rt.sessions, rt.settings, queue=rt.queued_jobs)
+    try:
+        result = scheduler.schedule_pass(rt.sessions, rt.settings, queue=rt.queued_jobs)
+    except Exception:
+        # Postgres away, restarted or failed over: row versions seen before may not hold.
+        rt.queued_jobs.clear()
+        raise
     send_run_jobs(result.runs)
     send_preempts(result.preempts)
     return len(result.runs)

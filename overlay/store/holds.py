@@ -73,6 +73,10 @@ class QueuedJobs:
                 self._jobs[row.job_id] = (row.row_version, to_job(row))  # type: ignore[arg-type]
         return [self._jobs[job_id][1] for job_id, _ in versions if job_id in self._jobs]
 
+    def clear(self) -> None:
+        """Forget everything (a pass failed: the next one reads the whole queue again)."""
+        self._jobs = {}
+
     def keep_only(self, jobs: Sequence[Job]) -> None:
         """Forget every job but ``jobs`` (those still queued)."""
         ids = {j.job_id for j in jobs}
