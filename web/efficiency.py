@@ -35,7 +35,7 @@ def shown(eff: Efficiency | None) -> dict[str, Any] | None:
 def with_efficiency(view: dict[str, Any]) -> dict[str, Any]:
     """A job's view with its ``efficiency`` (None before any sample) and ``idle_since``."""
     with deps().transaction() as s:
-        eff = store.efficiency(s, view["job_id"])
+        eff = store.efficiency(s, view["job_id"], gpu_memory_mb_asked=view["request"]["gpu_memory_mb"])
         since = store.idle_since(s, view["job_id"])
     return {**view, "efficiency": shown(eff), "idle_since": since}
 

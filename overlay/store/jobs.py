@@ -154,11 +154,17 @@ def list_jobs(
 # Every column, for reads that need no ORM object: identity map and change tracking cost
 # most of a read for nothing when the job is only shown or planned.
 JOB_COLUMNS = select(*(getattr(JobRow, a.key) for a in JobRow.__mapper__.column_attrs))
+# The same columns from the table itself, labelled by attribute (``state``, not the column
+# ``status``), for Core statements built once and run on the session's connection: no ORM
+# compile step per execution (the API reads a job by id on every GET and long-poll wake).
+JOB_ROW = select(*(JobRow.__table__.c[a.columns[0].name].label(a.key)
+                   for a in JobRow.__mapper__.column_attrs))
+JOB_BY_ID = JOB_ROW.where(JobRow.__table__.c.job_id == bindparam("id"))
 
 
 def read_job(session: Session, job_id: str) -> Job:
     """The job, read as a plain row (polled by waiting clients); raise JobNotFound."""
-    row = session.execute(JOB_COLUMNS.where(JobRow.job_id == job_id)).one_or_none()
+    row = session.connection().execute(JOB_BY_ID, {"id": job_id}).one_or_none()
     if row is None:
         raise JobNotFound(job_id)
     return to_job(row)  # type: ignore[arg-type]  # a Row has the attributes to_job reads

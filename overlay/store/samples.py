@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -98,14 +98,23 @@ def clear_idle_of_ended(session: Session, job_ids: Iterable[str]) -> None:
                     .values(idle_since=None))
 
 
-def efficiency(session: Session, job_id: str) -> Efficiency | None:
-    """The job's efficiency so far; None when nothing was sampled."""
-    asked = session.scalar(select(JobRow.gpu_memory_mb).where(JobRow.job_id == job_id))
-    return summarize(usages(session, [job_id]).values(), gpu_memory_mb_asked=asked or None)
+# What a job's API view reads on every GET, built once (run on the session's connection).
+ONE_JOB_USAGE = (select(JobGpuUsageRow.__table__).where(JobGpuUsageRow.__table__.c.job_id == bindparam("id"))
+                 .order_by(JobGpuUsageRow.__table__.c.gpu_index))
+IDLE_SINCE = select(JobIdleRow.idle_since).where(JobIdleRow.job_id == bindparam("id"))
+
+
+def efficiency(session: Session, job_id: str, *, gpu_memory_mb_asked: int | None = None) -> Efficiency | None:
+    """The job's efficiency so far; None when nothing was sampled. ``gpu_memory_mb_asked``:
+    what the job asked for, where the caller has read the job already."""
+    if gpu_memory_mb_asked is None:
+        gpu_memory_mb_asked = session.scalar(select(JobRow.gpu_memory_mb).where(JobRow.job_id == job_id))
+    folds = [to_usage(r) for r in session.connection().execute(ONE_JOB_USAGE, {"id": job_id})]  # type: ignore[arg-type]
+    return summarize(folds, gpu_memory_mb_asked=gpu_memory_mb_asked or None)
 
 
 def idle_since(session: Session, job_id: str) -> datetime | None:
-    return session.scalar(select(JobIdleRow.idle_since).where(JobIdleRow.job_id == job_id))
+    return session.connection().execute(IDLE_SINCE, {"id": job_id}).scalar()  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, kw_only=True)
