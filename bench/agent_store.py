@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, machine
+from bench.run import RESULTS, keep, machine
 from tests.conftest import PG_SERVER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,11 +125,7 @@ def main() -> None:
         result["cpu_ratio"] = result["this_cpu_ms_p50"] / result["against_cpu_ms_p50"]
         result["wall_ratio"] = result["this_wall_ms_p50"] / result["against_wall_ms_p50"]
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "machine")}, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = result["machine"]["at"][:19].replace(":", "")
-    path = args.out / f"agent-store-{stamp}-{result['machine']['commit']}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"kept {path}")
+    print(f"kept {keep(result, args.out, 'agent-store')}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
-from bench.run import RESULTS, machine
+from bench.run import RESULTS, keep, machine
 from overlay.config import Settings
 from overlay.gpus.fake import FakeProbe
 from overlay.model import JobSpec
@@ -91,11 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     result = {"machine": machine(), **run(args.queued, args.passes, args.blocks)}
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = result["machine"]["at"][:19].replace(":", "")
-    path = args.out / f"pass-steady-{stamp}-{result['machine']['commit']}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"kept {path}")
+    print(f"kept {keep(result, args.out, 'pass-steady')}")
 
 
 if __name__ == "__main__":

@@ -340,6 +340,16 @@ def machine() -> dict[str, Any]:
             "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def keep(result: dict[str, Any], out: Path, name: str) -> Path:
+    """Write a benchmark's ``result`` (holding its ``machine()``) as
+    ``<out>/<name>-<UTC time>-<commit>.json``; the path."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = result["machine"]["at"][:19].replace(":", "")
+    path = out / f"{name}-{stamp}-{result['machine']['commit']}.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path
+
+
 # (figure, target, met?) for each of issue 17's targets, from the results.
 TARGETS: tuple[tuple[str, str, Callable[[dict[str, Any]], bool]], ...] = (
     ("latency_ratio", "end-to-end p50 <= 5x floor round trip", lambda r: r["latency_ratio"] <= 5),

@@ -24,7 +24,6 @@ Keeps its result as bench/results/supervisor-start-<UTC time>-<commit>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 from bench.run import (
     RESULTS,
     cpu_seconds,
+    keep,
     log,
     machine,
     measure_throughput,
@@ -183,10 +183,7 @@ def main() -> int:
     result["runs"] = runs
     result["stack"] = summary(runs)
     result["load_average_at_end"] = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = result["machine"]["at"][:19].replace(":", "")
-    path = args.out / f"supervisor-start-{stamp}-{result['machine']['commit']}.json"
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    path = keep(result, args.out, "supervisor-start")
     print(table(result))
     log(f"kept {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0
