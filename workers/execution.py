@@ -177,7 +177,7 @@ def record_end(
                                               ending=ending)
                 else:
                     ended = moves.finish(s, job.job_id, attempt=job.attempt, target=target, now=clock(),
-                                             reason=outcome.reason, ending=ending)
+                                         reason=outcome.reason, ending=ending)
             log_end(job, ended, outcome)
             return ended
         except (StaleAttempt, JobNotFound) as e:

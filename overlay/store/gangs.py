@@ -55,7 +55,7 @@ def as_part(job: Job, row: JobPartRow) -> Job:
 
 def start(session: Session, job_id: str, *, attempt: int, part: int, node: str,
           now: datetime | None = None) -> Job:
-    """Start a one-node job (``jobs.start``) or a gang job's part (``start_part``)."""
+    """Start a one-node job (``moves.start``) or a gang job's part (``start_part``)."""
     row = moves.lock(session, job_id)  # one locked read: an agent does this per job
     if row.nodes > 1:
         return start_part(session, job_id, attempt=attempt, part=part, node=node, now=now)

@@ -152,14 +152,13 @@ def list_jobs(
 
 
 # Every column, for reads that need no ORM object: identity map and change tracking cost
-# most of a read for nothing when the job is only shown or planned.
-JOB_COLUMNS = select(*(getattr(JobRow, a.key) for a in JobRow.__mapper__.column_attrs))
-# The same columns from the table itself, labelled by attribute (``state``, not the column
-# ``status``), for Core statements built once and run on the session's connection: no ORM
-# compile step per execution (the API reads a job by id on every GET and long-poll wake).
-JOB_ROW = select(*(JobRow.__table__.c[a.columns[0].name].label(a.key)
-                   for a in JobRow.__mapper__.column_attrs))
-JOB_BY_ID = JOB_ROW.where(JobRow.__table__.c.job_id == bindparam("id"))
+# most of a read for nothing when the job is only shown or planned. Taken from the table
+# and labelled by attribute (``state``, not the column ``status``), so that ``to_job``
+# reads its rows whether the session runs it or, built once, the session's connection
+# does (no ORM compile step: the API reads a job by id on every GET and long-poll wake).
+JOB_COLUMNS = select(*(JobRow.__table__.c[a.columns[0].name].label(a.key)
+                       for a in JobRow.__mapper__.column_attrs))
+JOB_BY_ID = JOB_COLUMNS.where(JobRow.__table__.c.job_id == bindparam("id"))
 
 
 def read_job(session: Session, job_id: str) -> Job:
