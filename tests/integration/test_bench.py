@@ -60,15 +60,19 @@ def test_turnover_is_a_gpus_end_to_its_next_start_when_a_job_was_waiting():
         return Event(job_id=job, to_state=state, at=t + timedelta(milliseconds=at_ms), node=node,
                      gpu_indices=[0], enqueued_at=t + timedelta(milliseconds=enqueued_ms))
 
-    # Given two jobs on GPU 0 of node-a, b queued before a ended, and c queued after b ended
+    # Given two jobs on GPU 0 of node-a, b queued before a ended (and placed 40 ms after it),
+    # and c queued after b ended
     events = [
         event("a", "RUNNING", 0, "node-a", 0), event("a", "DONE", 30, "node-a", 0),
+        event("b", "PLACED", 70, "node-a", 1),
         event("b", "RUNNING", 130, "node-a", 1), event("b", "DONE", 150, "node-a", 1),
         event("x", "RUNNING", 140, "node-b", 1),
-        event("c", "RUNNING", 500, "node-a", 400),
+        event("c", "PLACED", 450, "node-a", 400), event("c", "RUNNING", 500, "node-a", 400),
     ]
     # When the gaps are taken
-    gaps, runs = bench.turnover_gaps(events)
-    # Then only a -> b counts (c was not waiting; x is another node), and runs are started -> done
-    assert gaps == [100.0]
-    assert sorted(runs) == [20.0, 30.0]
+    gaps = bench.turnover_gaps(events)
+    # Then only a -> b counts (c was not waiting; x is another node), split at b's placement,
+    # and runs are started -> done
+    assert gaps.total == [100.0]
+    assert (gaps.to_placed, gaps.to_running) == ([40.0], [60.0])
+    assert sorted(gaps.runs) == [20.0, 30.0]
