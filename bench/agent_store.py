@@ -80,10 +80,7 @@ def measure(jobs: int) -> dict[str, float]:
                                ending=job_store.Ending(exit_code=0, log_tail="bye\n"))
             with sessions() as s:
                 gangs.to_stop_after(s, job_id, attempt=started.attempt, part=0)
-                if hasattr(job_store, "queued_up_to"):  # (a checkout before it had any_queued)
-                    job_store.queued_up_to(s, 1001)
-                else:
-                    job_store.any_queued(s)
+                job_store.any_queued(s)
             if i >= WARM:
                 cpu.append((time.process_time() - c0) * 1000)
                 wall.append((time.perf_counter() - w0) * 1000)

@@ -29,12 +29,25 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import ways
-from bench.run import RESULTS, cpu_seconds, keep, log, machine, pct
-from tests.integration.harness import Stack
+from bench.run import (
+    RESULTS,
+    cpu_seconds,
+    keep,
+    log,
+    machine,
+    measure_throughput,
+    measure_turnover,
+    pct,
+    stack_cpu,
+    start_stack,
+    submit_and_wait,
+)
+from overlay.store.session import ensure_database, migrate
+from tests.conftest import PG_SERVER, drop_database
 from workers import attempts
 from workers.attempts import AttemptDir, Launcher
 
@@ -84,9 +97,48 @@ def spec(workdir: Path, directory: AttemptDir) -> dict[str, Any]:
             "device_dir": "/dev", "fence_s": 60}
 
 
-def no_fallback(stack: Stack) -> None:
-    fallbacks = sum("cannot use the supervisor launcher" in stack.output(n) for n in ("node-a", "node-b"))
-    assert fallbacks == 0, "an agent could not use its launcher"
+def on_stack(mode: str, jobs: int, turnover: int) -> dict[str, Any]:
+    """``make bench``'s stack with SUPERVISOR_LAUNCHER=``mode``: CPU per job, turnover."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"overlay-bench-{mode}-"))
+    database_url = f"{PG_SERVER}/overlay_bench_{uuid.uuid4().hex[:8]}"
+    ensure_database(database_url)
+    migrate(database_url)
+    results: dict[str, Any] = {"mode": mode, "load_average": os.getloadavg()}
+    stack = start_stack(database_url, workdir, SUPERVISOR_LAUNCHER=mode)
+    try:
+        import requests
+
+        http = requests.Session()
+        for _ in range(4):  # warm: each agent's launcher started, connections open
+            assert submit_and_wait(http, stack.api)["state"] == "DONE"
+        cpu_before = stack_cpu(stack)
+        results.update(measure_throughput(stack.api, jobs))
+        cpu = {name: (seconds - cpu_before[name]) * 1000 / jobs for name, seconds in stack_cpu(stack).items()}
+        results["cpu_ms_per_job"] = sum(cpu.values())
+        results["cpu_ms_per_job_agents"] = cpu.get("node-a", 0) + cpu.get("node-b", 0)
+        results.update({f"cpu_ms_per_job_{name}": ms for name, ms in cpu.items()})
+        results.update(measure_turnover(stack, database_url, turnover))
+        fallbacks = sum("cannot use the supervisor launcher" in stack.output(n) for n in ("node-a", "node-b"))
+        assert fallbacks == 0, f"an agent could not use its launcher ({mode})"
+    finally:
+        stack.stop_all()
+        drop_database(database_url)
+    return results
+
+
+FIGURES = ("cpu_ms_per_job", "cpu_ms_per_job_agents", "cpu_ms_per_job_node-a", "cpu_ms_per_job_node-b",
+           "cpu_ms_per_job_api", "cpu_ms_per_job_scheduler", "e2e_jobs_per_s", "turnover_p50_ms",
+           "turnover_p95_ms", "true_run_p50_ms")
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure: the median of each way, and the median of the per-repeat ratios fork/exec."""
+    out: dict[str, Any] = {}
+    for key in FIGURES:
+        execs, forks = [r["exec"][key] for r in runs], [r["fork"][key] for r in runs]
+        out[key] = {"exec": statistics.median(execs), "fork": statistics.median(forks),
+                    "ratio": statistics.median(f / e for f, e in zip(forks, execs, strict=True))}
+    return out
 
 
 def table(result: dict[str, Any]) -> str:
@@ -101,7 +153,8 @@ def table(result: dict[str, Any]) -> str:
     lines += ["", f"| stack: {result['jobs']} jobs, turnover {result['turnover']} jobs, "
               f"{result['repeats']} repeat(s), medians | exec | fork | fork / exec (median of ratios) |",
               "|---|---|---|---|"]
-    lines += ways.rows(result, MODES)
+    for key, row in result["stack"].items():
+        lines.append(f"| {key} | {row['exec']:.1f} | {row['fork']:.1f} | {row['ratio']:.2f} |")
     loads = ", ".join(f"{r[mode]['load_average'][0]:.1f}" for r in result["runs"] for mode in MODES)
     lines += ["", f"load average (1 min) at the start of each stack: {loads}"]
     return "\n".join(lines)
@@ -125,11 +178,10 @@ def main() -> int:
         run: dict[str, Any] = {}
         for mode in MODES if i % 2 == 0 else MODES[::-1]:
             log(f"repeat {i + 1} of {args.repeats}: the stack with SUPERVISOR_LAUNCHER={mode}")
-            run[mode] = ways.on_stack("SUPERVISOR_LAUNCHER", mode, args.jobs, args.turnover,
-                                      check=no_fallback)
+            run[mode] = on_stack(mode, args.jobs, args.turnover)
         runs.append(run)
     result["runs"] = runs
-    result["stack"] = ways.summary(runs, MODES)
+    result["stack"] = summary(runs)
     result["load_average_at_end"] = os.getloadavg()
     path = keep(result, args.out, "supervisor-start")
     print(table(result))

@@ -19,7 +19,6 @@ SUPERVISOR_LAUNCHERS = ("fork", "exec")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 GPU_ISOLATIONS = ("auto", "devices", "namespace", "none")
-PASS_AT_END = ("agent", "scheduler")
 
 
 def parse_labels(text: str, *, setting: str = "NODE_LABELS") -> dict[str, str]:
@@ -110,10 +109,6 @@ class Settings:
     # it (a gang's MASTER_ADDR when a rank 0 runs here; empty: the address this host reaches
     # the database from, else its hostname), and the ports a gang's MASTER_PORT is taken from.
     node_address: str = ""
-    # Who runs the pass a job's end asks for: "agent" (the agent that ran the job, right
-    # after recording its end, unless another pass is running: then the scheduler is asked,
-    # as with "scheduler"). The same pass either way; the agent's spares a message hop.
-    pass_at_end: str = "agent"
     gang_port_min: int = 29500
     gang_port_max: int = 29999
 
@@ -148,7 +143,6 @@ class Settings:
         _one_of("GPU_ISOLATION", self.gpu_isolation, GPU_ISOLATIONS)
         _one_of("IDLE_POLICY", self.idle_policy, ("warn", "cancel"))
         _one_of("PREEMPTION", self.preemption, ("on", "off"))
-        _one_of("PASS_AT_END", self.pass_at_end, PASS_AT_END)
         if self.preempt_priority_gap < 1 or self.preempt_grace_s < 0:
             raise ConfigError("PREEMPT_PRIORITY_GAP must be >= 1 and PREEMPT_GRACE_S >= 0",
                               setting="PREEMPT_PRIORITY_GAP")

@@ -231,16 +231,16 @@ def log_end(job: Job, ended: Job, outcome: runner.Outcome) -> None:
 class AfterEnd:
     """What follows an attempt's recorded end: the nodes whose parts of a gang job must stop
     now (those still running when the job has ended: a part failed or was cancelled; none
-    for other jobs) and why, and how many jobs wait for placement (so that the GPUs and
-    slot just freed may serve them), counted up to ``count_up_to``."""
+    for other jobs) and why, and whether a job waits for placement (so that the GPUs and
+    slot just freed may serve it)."""
 
     stop: list[str]
     why: str
-    jobs_waiting: int
+    jobs_waiting: bool
 
 
-def after_end(rt: Runtime, job_id: str, attempt: int, *, part: int, count_up_to: int = 1) -> AfterEnd:
+def after_end(rt: Runtime, job_id: str, attempt: int, *, part: int) -> AfterEnd:
     """Read in one session (an agent does this after every job's end)."""
     with rt.sessions() as s:
         stop, why = gangs.to_stop_after(s, job_id, attempt=attempt, part=part)
-        return AfterEnd(stop=stop, why=why, jobs_waiting=job_store.queued_up_to(s, count_up_to))
+        return AfterEnd(stop=stop, why=why, jobs_waiting=job_store.any_queued(s))

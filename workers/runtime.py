@@ -111,10 +111,6 @@ class Runtime:
         self.settings = settings
         self.agent = AgentState()
         self.hostname = socket.gethostname()
-        # One pass at a time in this process: its queue copy is not for two threads at once.
-        self.pass_lock = threading.Lock()
-        # Whether this (scheduler) process has published the settings its passes decide by.
-        self.settings_published = False
 
     @cached_property
     def address(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,12 +40,6 @@ STRAY_GRACE_S = 30.0
 PREEMPTOR_FIRST_S = 60.0
 # Preemption plans a pass makes at most (each is up to a few thousand fleet look-ups).
 MAX_PLANS_PER_PASS = 64
-# The settings a pass decides by. The scheduler publishes its own (publish_settings), and
-# an agent's pass decides by those, not by the agent's environment.
-PASS_SETTINGS = ("scheduler_policy", "node_ttl_s", "fairshare_half_life", "priority_weight_priority",
-                 "priority_weight_age", "priority_weight_fairshare", "priority_weight_user",
-                 "priority_max_age_s", "preemption", "preempt_priority_gap", "preempt_grace_s",
-                 "gang_port_min", "gang_port_max")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,13 +70,11 @@ class PassResult:
 
     runs: list[RunJobMessage]
     preempts: list[PreemptMessage] = field(default_factory=list)
-    # False: asked not to wait, the pass found another holding the lock and did nothing.
-    ran: bool = True
 
 
 def schedule_pass(
     sessions: sessionmaker[Session], settings: Settings, *, now: datetime | None = None,
-    batch: bool = True, queue: QueuedJobs | None = None, wait: bool = True, as_scheduler: bool = False,
+    batch: bool = True, queue: QueuedJobs | None = None,
 ) -> PassResult:
     """Place what fits of the queue, preempt for what waits (PREEMPTION=on), record why the
     rest waits; return what to dispatch.
@@ -90,22 +82,9 @@ def schedule_pass(
     ``now`` is Postgres's clock unless given (tests give one). One-node placements are
     written together (``batch``; bench/placement.py compares it with one job at a time).
     ``queue``: the process's copy of the queued jobs by row version, where it keeps one.
-    ``wait=False``: if another pass holds the lock, do nothing (``ran`` is False) rather
-    than wait for it. ``as_scheduler``: decide by the settings the scheduler published, and
-    do nothing if it has published none. Both for an agent's pass after a job's end
-    (workers/tasks.py).
     """
     with sessions.begin() as s:
-        # One pass at a time across every scheduler and agent process.
-        if not wait and not cluster_state.try_scheduler_lock(s):
-            return PassResult(runs=[], ran=False)
-        if wait:
-            cluster_state.hold_scheduler_lock(s)
-        if as_scheduler:
-            published = cluster_state.scheduler_settings(s)
-            if published is None:
-                return PassResult(runs=[], ran=False)
-            settings = replace(settings, **{k: v for k, v in published.items() if k in PASS_SETTINGS})
+        cluster_state.hold_scheduler_lock(s)  # one pass at a time across every scheduler process
         queued = queued_for_pass(s, queue)  # but tasks beyond their array's %N limit (overlay/store/holds.py)
         if not queued:
             return PassResult(runs=[])
@@ -189,12 +168,6 @@ def schedule_pass(
                                            reason=f"preempted by {p.job_id}",
                                            grace_s=settings.preempt_grace_s))
     return PassResult(runs=messages, preempts=preempts)
-
-
-def publish_settings(sessions: sessionmaker[Session], settings: Settings) -> None:
-    """Say which settings this scheduler decides its passes by, for the agents' passes."""
-    with sessions.begin() as s:
-        cluster_state.set_scheduler_settings(s, {name: getattr(settings, name) for name in PASS_SETTINGS})
 
 
 def preempt(session: Session, blocked: list[Job], fleet: Fleet, admit: Admit, stopping: list[Stopping], *,

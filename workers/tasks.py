@@ -26,9 +26,6 @@ from workers.queues import request_pass as _request_pass
 log = logging.getLogger(__name__)
 M = TypeVar("M")
 
-# An agent runs the pass after its job's end only while at most this many jobs wait.
-AGENT_PASS_MAX_QUEUED = 1000
-
 
 @app.task(name=SCHEDULE_TASK)
 def schedule() -> int:
@@ -38,9 +35,6 @@ def schedule() -> int:
     reads the queue, so whatever was committed before a skipped request is seen.
     """
     rt = app.runtime
-    if not rt.settings_published:  # once per scheduler process: the agents' passes decide by them
-        scheduler.publish_settings(rt.sessions, rt.settings)
-        rt.settings_published = True
     rt.pass_requests.begin()
     try:
         result = scheduler.schedule_pass(rt.sessions, rt.settings, queue=rt.queued_jobs)
@@ -82,43 +76,11 @@ def run_job(job_id: str, attempt: int, part: int = 0) -> str | None:
     outcome = execution.execute(app.runtime, job_id, attempt, part=part)
     if outcome is None:
         return "ignored: stale or repeated message"
-    after = execution.after_end(app.runtime, job_id, attempt, part=part,
-                                count_up_to=AGENT_PASS_MAX_QUEUED + 1)
+    after = execution.after_end(app.runtime, job_id, attempt, part=part)
     stop_parts(job_id, attempt, after.stop, after.why)
     if after.jobs_waiting:  # its GPUs and slot are free: what waits may fit now
-        pass_after_end(after.jobs_waiting)
+        request_pass()
     return outcome.reason or "exit 0"
-
-
-def pass_after_end(waiting: int) -> None:
-    """A job's end here freed its GPUs and slot. With PASS_AT_END=agent this agent runs the
-    pass itself, right away: the scheduler's own pass (its code, the settings it published,
-    the same lock), less the hop of asking for it. The scheduler is asked instead when
-    another pass holds the lock (it may have read the fleet before this end committed, so
-    one more must follow), when the scheduler has published no settings yet,
-    when another thread of this agent is in a pass, and when more than
-    AGENT_PASS_MAX_QUEUED jobs wait (such a pass is seconds of CPU, not a GPU node's to spend).
-    """
-    rt = app.runtime
-    if (rt.settings.pass_at_end != "agent" or waiting > AGENT_PASS_MAX_QUEUED or rt.agent.stopping
-            or not rt.pass_lock.acquire(blocking=False)):
-        request_pass()
-        return
-    try:
-        result = scheduler.schedule_pass(rt.sessions, rt.settings, queue=rt.queued_jobs, wait=False,
-                                         as_scheduler=True)
-    except Exception as e:  # Postgres away, or failed over: the scheduler's pass meets it again
-        rt.queued_jobs.clear()
-        log.warning("the pass after a job's end failed on this agent (%s: %s); asking the scheduler for one",
-                    type(e).__name__, e)
-        result = scheduler.PassResult(runs=[], ran=False)
-    finally:
-        rt.pass_lock.release()
-    if not result.ran:
-        request_pass()
-        return
-    send_run_jobs(result.runs)
-    send_preempts(result.preempts)
 
 
 @app.task(name=CANCEL_TASK)

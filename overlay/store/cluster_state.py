@@ -16,18 +16,11 @@ ACTIVE_POLICY = "active_policy"
 # The advisory lock that lets one scheduling pass run at a time across every scheduler.
 SCHEDULER_LOCK = 0x6F766C79
 RECONCILE = "reconcile"
-# The settings the scheduler decides a pass by, as its process last published them.
-SCHEDULER_SETTINGS = "scheduler_settings"
 
 
 def hold_scheduler_lock(session: Session) -> None:
     """Wait for, then hold until this transaction ends, the one scheduling pass's lock."""
     session.execute(select(func.pg_advisory_xact_lock(SCHEDULER_LOCK)))
-
-
-def try_scheduler_lock(session: Session) -> bool:
-    """Hold the pass's lock until this transaction ends if no one holds it; whether it is held."""
-    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(SCHEDULER_LOCK))))
 
 
 def active_policy(session: Session, *, default: str) -> str:
@@ -37,15 +30,6 @@ def active_policy(session: Session, *, default: str) -> str:
 
 def set_active_policy(session: Session, name: str) -> None:
     put(session, ACTIVE_POLICY, name)
-
-
-def scheduler_settings(session: Session) -> dict[str, Any] | None:
-    value = get(session, SCHEDULER_SETTINGS)
-    return dict(value) if value else None
-
-
-def set_scheduler_settings(session: Session, values: dict[str, Any]) -> None:
-    put(session, SCHEDULER_SETTINGS, values)
 
 
 def get(session: Session, key: str, *, lock: bool = False) -> Any:

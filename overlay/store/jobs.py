@@ -241,11 +241,10 @@ def attempt_state(session: Session, job_id: str) -> tuple[JobState, int]:
     return found[0], found[1]
 
 
-def queued_up_to(session: Session, limit: int) -> int:
-    """How many jobs wait for placement, counted up to ``limit`` (an index range scan of at
-    most that many entries, however deep the queue)."""
-    waiting = select(JobRow.job_id).where(JobRow.state == JobState.QUEUED).limit(limit).subquery()
-    return int(session.scalar(select(func.count()).select_from(waiting)) or 0)
+def any_queued(session: Session) -> bool:
+    """Whether some job waits for placement."""
+    return bool(session.scalar(select(select(JobRow.job_id).where(JobRow.state == JobState.QUEUED)
+                                      .exists())))
 
 
 def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job:
