@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, keep, machine
 from tests.conftest import PG_SERVER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,18 +87,10 @@ def measure(jobs: int) -> dict[str, float]:
     return {"cpu_ms_p50": statistics.median(cpu), "wall_ms_p50": statistics.median(wall)}
 
 
-def run_in(tree: Path, jobs: int) -> dict[str, float]:
-    """``measure`` in a fresh interpreter on ``tree``'s code."""
-    line = f"import json; from bench.agent_store import measure; print(json.dumps(measure({jobs})))"
-    if not (tree / "bench" / "agent_store.py").exists():  # an older tree: this file's measure, its code
-        line = (f"import json, runpy; m = runpy.run_path({str(Path(__file__))!r})['measure']; "
-                f"print(json.dumps(m({jobs})))")
-    out = subprocess.run([sys.executable, "-c", line], cwd=tree, check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(tree)})
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
 def main() -> None:
+    # (here, not at the top: an older checkout runs this file's measure with its own bench.run)
+    from bench.run import RESULTS, keep, machine, measure_in
+
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=300)
@@ -114,7 +102,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for n in range(args.pairs if args.against else 1):
         for name in (list(trees) if n % 2 == 0 else list(trees)[::-1]):
-            runs[name].append(run_in(trees[name], args.jobs))
+            runs[name].append(measure_in(trees[name], Path(__file__), "measure", args.jobs))
             print(f"pair {n + 1}, {name}: {json.dumps(runs[name][-1])}", flush=True)
     result: dict[str, Any] = {"machine": machine(), "jobs": args.jobs, "pairs": len(runs["this"]),
                               "against": str(trees.get("against", "")), "runs": runs}

@@ -365,6 +365,22 @@ def machine() -> dict[str, Any]:
             "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def measure_in(tree: Path, script: Path, function: str, *args: Any) -> dict[str, float]:
+    """``function(*args)`` of the benchmark ``script`` (a file of this checkout's bench/), in a
+    fresh interpreter on ``tree``'s code (another checkout, for a side-by-side): its JSON
+    answer. A tree older than the script runs this checkout's copy of it on its own code."""
+    call = f"{function}(*{json.dumps(list(args))})"
+    line = f"import json; from bench.{script.stem} import {function}; print(json.dumps({call}))"
+    if not (tree / "bench" / script.name).exists():
+        line = (f"import json, runpy; {function} = runpy.run_path({str(script)!r})[{function!r}]; "
+                f"print(json.dumps({call}))")
+    out = subprocess.run([sys.executable, "-c", line], cwd=tree, check=False, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tree)})
+    if out.returncode != 0:
+        raise RuntimeError(f"{script.name} {function} on {tree} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def keep(result: dict[str, Any], out: Path, name: str) -> Path:
     """Write a benchmark's ``result`` (holding its ``machine()``) as
     ``<out>/<name>-<UTC time>-<commit>.json``; the path."""

@@ -70,3 +70,38 @@ def test_a_job_cancelled_since_the_pass_read_it_is_left_alone(cluster: Cluster):
     assert written.refused == {"gone": "it is no longer QUEUED"}
     assert cluster.job("gone").state is JobState.CANCELLED
     assert cluster.holders("n1") == {1: ("kept", 1)}
+
+
+def test_each_placement_has_its_event_and_its_notify_and_comes_back_as_the_job_now(cluster: Cluster,
+                                                                                   engine):
+    import select as selectors
+
+    cluster.node("n1", gpus=4)
+    cluster.submit("a", gpus=1, at=T0)
+    cluster.submit("b", gpus=2, at=T0)
+    pooled = engine.raw_connection()  # a listener on the jobs' channel, closed after (not pooled)
+    pooled.detach()
+    raw = pooled.dbapi_connection
+    try:
+        raw.set_isolation_level(0)
+        raw.cursor().execute(f"LISTEN {job_store.NOTIFY_CHANNEL}")
+        with cluster.sessions.begin() as s:
+            written = placing.place_many(s, [Wanted(job_id="a", placement=Placement(node="n1", gpus=(3,))),
+                                             Wanted(job_id="b", placement=Placement(node="n1", gpus=(0, 1)))],
+                                         now=T0 + seconds(1))
+        heard: list[str] = []
+        while len(heard) < 2 and selectors.select([raw], [], [], 5)[0]:
+            raw.poll()
+            heard += [n.payload for n in raw.notifies]
+            raw.notifies.clear()
+    finally:
+        raw.close()
+    # The NOTIFY of each placement was delivered at commit, and each job written is the job as read
+    assert sorted(heard) == ["a PLACED", "b PLACED"]
+    assert written.jobs == [cluster.job("a"), cluster.job("b")]
+    # and its event says where, on which GPUs, as of which attempt
+    with cluster.sessions() as s:
+        last = {j: job_store.events(s, j)[-1] for j in ("a", "b")}
+    at = T0 + seconds(1)
+    assert [(e.to_state, e.from_state, e.node, e.gpu_indices, e.attempt, e.at) for e in last.values()] == [
+        ("PLACED", "QUEUED", "n1", [3], 1, at), ("PLACED", "QUEUED", "n1", [0, 1], 1, at)]
