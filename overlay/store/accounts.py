@@ -76,18 +76,23 @@ def list_accounts(session: Session) -> list[Account]:
     return [_account(r, members.get(r.name, [])) for r in rows]
 
 
+# Every account's share and quota, as plain rows (a pass reads this every time).
+QUOTAS_AND_SHARES = select(AccountRow.name, AccountRow.share, AccountRow.quota_gpus, AccountRow.quota_models)
+
+
 def quotas_and_shares(session: Session) -> tuple[dict[str, Quota], dict[str, float]]:
     """Every account's quota (those that have one) and fair-share ``share``."""
     quotas: dict[str, Quota] = {}
     shares: dict[str, float] = {}
-    for row in session.scalars(select(AccountRow)):
+    for row in session.connection().execute(QUOTAS_AND_SHARES):
         shares[row.name] = row.share
         if row.quota_gpus is not None or row.quota_models:
             quotas[row.name] = _quota(row)
     return quotas, shares
 
 
-def _quota(row: AccountRow) -> Quota:
+def _quota(row: Any) -> Quota:
+    """An account's quota, from its row (the ORM's or a plain one)."""
     return Quota(gpus=row.quota_gpus, models={k: int(v) for k, v in row.quota_models.items()})
 
 

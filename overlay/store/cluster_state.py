@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,10 @@ RECONCILE = "reconcile"
 
 def hold_scheduler_lock(session: Session) -> None:
     """Wait for, then hold until this transaction ends, the one scheduling pass's lock."""
-    session.execute(select(func.pg_advisory_xact_lock(SCHEDULER_LOCK)))
+    session.connection().execute(LOCK)
+
+
+LOCK = select(func.pg_advisory_xact_lock(SCHEDULER_LOCK))
 
 
 def active_policy(session: Session, *, default: str) -> str:
@@ -33,8 +36,11 @@ def set_active_policy(session: Session, name: str) -> None:
 
 
 def get(session: Session, key: str, *, lock: bool = False) -> Any:
-    stmt = select(ClusterStateRow.value).where(ClusterStateRow.key == key)
-    return session.scalar(stmt.with_for_update() if lock else stmt)
+    return session.connection().execute(GET_LOCKED if lock else GET, {"key": key}).scalar()
+
+
+GET = select(ClusterStateRow.value).where(ClusterStateRow.key == bindparam("key"))
+GET_LOCKED = GET.with_for_update()
 
 
 def put(session: Session, key: str, value: Any) -> None:

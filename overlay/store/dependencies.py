@@ -106,7 +106,7 @@ def settle(session: Session, *, now: datetime) -> Judged:
     cancelled: list[str] = []
     while True:
         deps: dict[str, list[Dependency]] = defaultdict(list)
-        for job_id, kind, target in session.execute(QUEUED_DEPENDENCIES):
+        for job_id, kind, target in session.connection().execute(QUEUED_DEPENDENCIES):
             deps[job_id].append(Dependency(kind=Kind(kind), target=target))
         if not deps:
             return Judged(waiting=waiting, cancelled=cancelled)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, literal_column, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, exists, func, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from overlay.arrays import ArrayGate, ArrayLoad, hold_back, limit_reason
@@ -46,6 +46,25 @@ def hold(session: Session, queued: Sequence[Job], *, now: datetime) -> Holds:
     return Holds(ready=[j for j in rest if j.job_id not in limited], waiting=waiting, loads=loads)
 
 
+@dataclass(frozen=True)
+class QueueRead:
+    """One read of queued jobs, its statements built once: the rows' versions (in order, up
+    to ``:limit`` where it has one), the rows of ``:stale`` ids with their versions, and the
+    whole rows (for a caller that keeps no copy)."""
+
+    versions: Select[Any]
+    rows: Select[Any]
+    whole: Select[Any]
+
+    @classmethod
+    def of(cls, *where: ColumnElement[bool], order: Any = None, limited: bool = False) -> QueueRead:
+        limit: Any = bindparam("limit") if limited else None
+        return cls(versions=_limited(select(JobRow.job_id, XMIN).where(*where), order, limit),
+                   rows=JOB_COLUMNS.add_columns(XMIN.label("row_version"))
+                   .where(*where, JobRow.job_id.in_(bindparam("stale", expanding=True))),
+                   whole=_limited(JOB_COLUMNS.where(*where), order, limit))
+
+
 class QueuedJobs:
     """The queued jobs one scheduler process read last, each as of its row's version.
 
@@ -60,16 +79,15 @@ class QueuedJobs:
     def __init__(self) -> None:
         self._jobs: dict[str, tuple[str, Job]] = {}
 
-    def read(self, session: Session, *where: ColumnElement[bool], order: Any = None,
-             limit: int | None = None) -> list[Job]:
-        """The jobs ``where`` selects (in ``order``, at most ``limit``), read through this cache."""
-        versions = session.execute(_limited(select(JobRow.job_id, XMIN).where(*where), order, limit)).all()
+    def read(self, session: Session, read: QueueRead, params: dict[str, Any] | None = None) -> list[Job]:
+        """The jobs ``read`` selects (with ``params``), read through this cache."""
+        conn = session.connection()
+        versions = conn.execute(read.versions, params or {}).all()
         stale = [job_id for job_id, version in versions if self._jobs.get(job_id, ("",))[0] != version]
         if stale:  # rows changed since (or new): their versions now, if they still match
             for job_id in stale:
                 self._jobs.pop(job_id, None)
-            for row in session.execute(JOB_COLUMNS.add_columns(XMIN.label("row_version"))
-                                       .where(*where, JobRow.job_id.in_(stale))):
+            for row in conn.execute(read.rows, {**(params or {}), "stale": stale}):
                 self._jobs[row.job_id] = (row.row_version, to_job(row))  # type: ignore[arg-type]
         return [self._jobs[job_id][1] for job_id, _ in versions if job_id in self._jobs]
 
@@ -87,9 +105,24 @@ class QueuedJobs:
 XMIN: ColumnElement[str] = literal_column("jobs.xmin::text")
 
 
-def _limited(stmt: Select[Any], order: Any, limit: int | None) -> Select[Any]:
+def _limited(stmt: Select[Any], order: Any, limit: Any) -> Select[Any]:
     stmt = stmt.order_by(order) if order is not None else stmt
     return stmt.limit(limit) if limit is not None else stmt
+
+
+_QUEUED = JobRow.state == JobState.QUEUED
+_LIMITED = exists().where(ArrayRow.array_id == JobRow.array_id, ArrayRow.max_running.is_not(None))
+# The queued jobs but those of limited arrays; a limited array's first ``:limit`` queued tasks.
+UNLIMITED = QueueRead.of(_QUEUED, or_(JobRow.array_id.is_(None), ~_LIMITED))
+ARRAY_TASKS = QueueRead.of(_QUEUED, JobRow.array_id == bindparam("array_id"), order=JobRow.array_index,
+                           limited=True)
+# Each limited array with a queued task: its limit and its active tasks.
+LIMITED_ARRAYS = (
+    select(ArrayRow.array_id, ArrayRow.max_running,
+           select(func.count()).where(JobRow.array_id == ArrayRow.array_id, JobRow.state.in_(arrays.ACTIVE))
+           .scalar_subquery())
+    .where(ArrayRow.max_running.is_not(None), ArrayRow.array_id.in_(
+        select(JobRow.array_id).where(_QUEUED, JobRow.array_id.is_not(None)).distinct())))
 
 
 def queued_for_pass(session: Session, cache: QueuedJobs | None = None) -> list[Job]:
@@ -98,27 +131,21 @@ def queued_for_pass(session: Session, cache: QueuedJobs | None = None) -> list[J
     array would otherwise cost every pass 100,000 rows decoded); their reason is set here,
     one statement per array, touching only rows whose reason changes. Read through
     ``cache`` where the caller keeps one (the scheduler process does), else whole."""
-    queued = JobRow.state == JobState.QUEUED
-    limited = exists().where(ArrayRow.array_id == JobRow.array_id, ArrayRow.max_running.is_not(None))
+    conn = session.connection()
 
-    def read(*where: ColumnElement[bool], order: Any = None, limit: int | None = None) -> list[Job]:
+    def read(what: QueueRead, **params: Any) -> list[Job]:
         if cache is not None:
-            return cache.read(session, *where, order=order, limit=limit)
-        return [to_job(r) for r in session.execute(_limited(JOB_COLUMNS.where(*where), order, limit))]  # type: ignore[arg-type]
+            return cache.read(session, what, params)
+        return [to_job(r) for r in conn.execute(what.whole, params)]  # type: ignore[arg-type]
 
-    jobs = read(queued, or_(JobRow.array_id.is_(None), ~limited))
-    waiting_arrays = select(JobRow.array_id).where(queued, JobRow.array_id.is_not(None)).distinct()
-    active = (select(func.count())
-              .where(JobRow.array_id == ArrayRow.array_id, JobRow.state.in_(arrays.ACTIVE)).scalar_subquery())
-    for array_id, limit, running in session.execute(
-            select(ArrayRow.array_id, ArrayRow.max_running, active)
-            .where(ArrayRow.max_running.is_not(None), ArrayRow.array_id.in_(waiting_arrays))):
+    jobs = read(UNLIMITED)
+    for array_id, limit, running in conn.execute(LIMITED_ARRAYS).all():
         room = max(limit - running, 0)
-        tasks = read(queued, JobRow.array_id == array_id, order=JobRow.array_index, limit=room)
+        tasks = read(ARRAY_TASKS, array_id=array_id, limit=room)
         jobs += tasks
         beyond = [JobRow.array_index > tasks[-1].spec.array_index] if tasks else []
         reason = limit_reason(array_id, limit)
-        session.execute(update(JobRow).where(queued, JobRow.array_id == array_id, *beyond,
+        session.execute(update(JobRow).where(_QUEUED, JobRow.array_id == array_id, *beyond,
                                              JobRow.reason.is_distinct_from(reason))
                         .values(reason=reason).execution_options(synchronize_session=False))
     if cache is not None:

@@ -55,7 +55,10 @@ def db_now(session: Session) -> datetime:
     retries and latency figures compare timestamps written by all of them, so none
     of those timestamps may come from a host's own clock.
     """
-    return session.execute(text("select clock_timestamp()")).scalar_one()  # type: ignore[no-any-return]
+    return session.connection().execute(CLOCK).scalar_one()  # type: ignore[no-any-return]
+
+
+CLOCK = text("select clock_timestamp()")
 
 
 def postgres_clock() -> datetime | None:

@@ -39,13 +39,16 @@ def decayed_usage(session: Session, *, now: datetime, half_life_s: float) -> Usa
     return Usage(at=now, accounts=accounts, users=users)
 
 
+HOLDINGS = (select(JobRow.account, GpuAllocationRow.node, func.array_agg(GpuAllocationRow.gpu_index))
+            .join(JobRow, JobRow.job_id == GpuAllocationRow.job_id)
+            .group_by(GpuAllocationRow.job_id, GpuAllocationRow.attempt, GpuAllocationRow.node,
+                      JobRow.account))
+
+
 def holdings(session: Session) -> list[tuple[str, Placement]]:
     """(account, placement) of every attempt holding GPUs now."""
-    rows = session.execute(
-        select(JobRow.account, GpuAllocationRow.node, func.array_agg(GpuAllocationRow.gpu_index))
-        .join(JobRow, JobRow.job_id == GpuAllocationRow.job_id)
-        .group_by(GpuAllocationRow.job_id, GpuAllocationRow.attempt, GpuAllocationRow.node, JobRow.account))
-    return [(account, Placement(node=node, gpus=tuple(sorted(gpus)))) for account, node, gpus in rows]
+    return [(account, Placement(node=node, gpus=tuple(sorted(gpus))))
+            for account, node, gpus in session.connection().execute(HOLDINGS)]
 
 
 def pass_rules(session: Session, *, now: datetime, nodes: Iterable[NodeSnapshot], half_life_s: float,

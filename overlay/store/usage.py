@@ -132,10 +132,12 @@ def ended_records(session: Session, *, now: datetime, horizon: timedelta) -> lis
     return [UsageRecord(account=a, user=u, gpus=g, start=s, end=e) for a, u, g, s, e in ended]
 
 
+HOLDING = (select(JobRow.account, JobRow.user_name, func.count(), func.min(GpuAllocationRow.allocated_at))
+           .join(JobRow, JobRow.job_id == GpuAllocationRow.job_id)
+           .group_by(GpuAllocationRow.job_id, GpuAllocationRow.attempt, JobRow.account, JobRow.user_name))
+
+
 def holding_records(session: Session) -> list[UsageRecord]:
     """The attempts holding GPUs now, as fair share's records (no end yet)."""
-    holding = session.execute(
-        select(JobRow.account, JobRow.user_name, func.count(), func.min(GpuAllocationRow.allocated_at))
-        .join(JobRow, JobRow.job_id == GpuAllocationRow.job_id)
-        .group_by(GpuAllocationRow.job_id, GpuAllocationRow.attempt, JobRow.account, JobRow.user_name))
-    return [UsageRecord(account=a, user=u, gpus=n, start=s) for a, u, n, s in holding]
+    return [UsageRecord(account=a, user=u, gpus=n, start=s)
+            for a, u, n, s in session.connection().execute(HOLDING)]
