@@ -53,14 +53,18 @@ class IdleJobListSchema(Schema):
     jobs = fields.List(fields.Nested(IdleJobSchema))
 
 
+# Postgres cannot hold or compare a NUL (before this, ?account=%00 was a 500).
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain a NUL character")
+
+
 class ReportQuerySchema(Schema):
     # Query values arrive as strings: "86400" is an integer here.
     since_s = fields.Integer(load_default=7 * 86400,
                              validate=validate.Range(min=1, max=10 * 365 * 86400),
                              metadata={"description": "jobs sampled within this many seconds"})
     by = fields.String(load_default="user", validate=validate.OneOf(GROUPS))
-    user = fields.String(validate=validate.Length(min=1, max=128))
-    account = fields.String(validate=validate.Length(min=1, max=128))
+    user = fields.String(validate=[validate.Length(min=1, max=128), NO_NUL])
+    account = fields.String(validate=[validate.Length(min=1, max=128), NO_NUL])
 
 
 class GroupEfficiencySchema(Schema):

@@ -102,6 +102,13 @@ def test_the_report_groups_by_user_and_suggests_memory(client, sessions) -> None
     assert client.get("/api/efficiency/report?by=node").status_code == 422
 
 
+def test_a_nul_in_the_reports_user_or_account_is_a_422_naming_the_field(client) -> None:
+    for field in ("user", "account"):
+        response = client.get(f"/api/efficiency/report?{field}=a%00b")
+        assert response.status_code == 422, response.get_data(as_text=True)
+        assert "NUL" in str(response.get_json()) and field in str(response.get_json())
+
+
 def test_the_idle_gauge_names_each_idle_job_with_its_user_and_account(client, sessions) -> None:
     # Given a running job marked idle an hour ago, and one that is not idle
     running(client, sessions, "lazy")
