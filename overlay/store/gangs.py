@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from overlay.model import Job, JobPart, NodeState
@@ -148,12 +148,16 @@ def to_stop(session: Session, job_id: str, *, attempt: int, besides: int | None 
         JobPartRow.part != (-1 if besides is None else besides)).order_by(JobPartRow.part)))
 
 
+# A job's state, attempt and node count, by primary key (an agent reads it after every end).
+STATE_ATTEMPT_NODES = (select(JobRow.state.label("state"), JobRow.attempt, JobRow.nodes)
+                       .where(JobRow.job_id == bindparam("id")))
+
+
 def to_stop_after(session: Session, job_id: str, *, attempt: int, part: int) -> tuple[list[str], str]:
     """Once part ``part`` of the attempt ended: the nodes of the other parts to stop, if that
     ended the job (a part failed or was cancelled), and why; none for a one-node job (one
     read by primary key)."""
-    found = session.execute(select(JobRow.state, JobRow.attempt, JobRow.nodes)
-                            .where(JobRow.job_id == job_id)).one_or_none()
+    found = session.connection().execute(STATE_ATTEMPT_NODES, {"id": job_id}).one_or_none()
     if found is None or found.nodes <= 1 or found.attempt != attempt or not found.state.terminal:
         return [], ""
     return to_stop(session, job_id, attempt=attempt, besides=part), f"job is {found.state.value}"

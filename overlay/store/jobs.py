@@ -242,9 +242,11 @@ def attempt_state(session: Session, job_id: str) -> tuple[JobState, int]:
 
 
 def any_queued(session: Session) -> bool:
-    """Whether some job waits for placement."""
-    return bool(session.scalar(select(select(JobRow.job_id).where(JobRow.state == JobState.QUEUED)
-                                      .exists())))
+    """Whether some job waits for placement (an agent asks after every end)."""
+    return bool(session.connection().execute(ANY_QUEUED).scalar())
+
+
+ANY_QUEUED = select(select(JobRow.job_id).where(JobRow.state == JobState.QUEUED).exists())
 
 
 def cancel(session: Session, job_id: str, *, now: datetime | None = None) -> Job:
