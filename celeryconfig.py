@@ -48,5 +48,7 @@ task_routes = {
 task_create_missing_queues = True
 
 broker_connection_retry_on_startup = True
+# kombu's Redis transport, less a redis-py client built for every command (workers/queues.py).
+broker_transport = "workers.queues:Transport"
 broker_transport_options = {"visibility_timeout": 3600}
 worker_hijack_root_logger = False

@@ -100,3 +100,38 @@ def test_a_batch_that_fails_to_be_written_is_sent_again_one_by_one(redis_url):
                 [[f"j{i}", 1] for i in range(n, 1500, 3)]
     finally:
         client.close()
+
+
+def test_every_process_publishes_through_one_redis_client_per_channel(redis_url):
+    from kombu import Connection
+
+    from web.dispatch import Dispatcher
+    from workers.queues import Channel, assign_queue
+
+    # Given the API's publisher (its app reads celeryconfig.py, as the workers' does)
+    dispatcher = Dispatcher(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(assign_queue("n-transport"))
+    with dispatcher.celery.connection_for_write() as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, Channel)
+        # When it publishes twice (and Redis takes both)
+        first = channel._create_client()
+        for node in ("n-transport", "n-transport"):
+            assert dispatcher.cancel(node, "j", 1)
+        # Then the channel built one client for its commands, on its own pool
+        assert channel._create_client() is first and first.connection_pool is channel.pool
+        assert client.llen(assign_queue("n-transport")) == 2
+        # and a pool made again (after a fork, or a lost connection) gets a client of its own
+        channel._disconnect_pools()
+        again = channel._create_client()
+        assert again is not first and again.connection_pool is channel.pool and again.ping()
+    # The URL's database and password reach the transport as they reach kombu's own
+    url = redis_url.replace("redis://", "redis://:secret@")
+    ours, theirs = Connection(url, transport="workers.queues:Transport"), Connection(url)
+    keys = ("host", "port", "db", "password", "username", "socket_timeout")
+    assert [ours.default_channel.pool.connection_kwargs.get(k) for k in keys] == \
+        [theirs.default_channel.pool.connection_kwargs.get(k) for k in keys]
+    assert ours.default_channel.pool.connection_kwargs["password"] == "secret"
+    ours.release()
+    theirs.release()
