@@ -28,7 +28,6 @@ from typing import Any
 
 from tests.conftest import PG_SERVER
 
-ROOT = Path(__file__).resolve().parent.parent
 WARM = 20
 
 
@@ -89,7 +88,7 @@ def measure(jobs: int) -> dict[str, float]:
 
 def main() -> None:
     # (here, not at the top: an older checkout runs this file's measure with its own bench.run)
-    from bench.run import RESULTS, keep, machine, measure_in
+    from bench.run import RESULTS, against_pairs, keep, machine
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,20 +97,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    trees = {"this": ROOT} | ({"against": args.against.resolve()} if args.against else {})
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
-    for n in range(args.pairs if args.against else 1):
-        for name in (list(trees) if n % 2 == 0 else list(trees)[::-1]):
-            runs[name].append(measure_in(trees[name], Path(__file__), "measure", args.jobs))
-            print(f"pair {n + 1}, {name}: {json.dumps(runs[name][-1])}", flush=True)
-    result: dict[str, Any] = {"machine": machine(), "jobs": args.jobs, "pairs": len(runs["this"]),
-                              "against": str(trees.get("against", "")), "runs": runs}
-    for name, figures in runs.items():
-        for key in ("cpu_ms_p50", "wall_ms_p50"):
-            result[f"{name}_{key}"] = statistics.median(f[key] for f in figures)
-    if args.against:
-        result["cpu_ratio"] = result["this_cpu_ms_p50"] / result["against_cpu_ms_p50"]
-        result["wall_ratio"] = result["this_wall_ms_p50"] / result["against_wall_ms_p50"]
+    result: dict[str, Any] = {"machine": machine(), "jobs": args.jobs,
+                              **against_pairs(Path(__file__), (args.jobs,), args.against, args.pairs)}
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "machine")}, indent=1))
     print(f"kept {keep(result, args.out, 'agent-store')}")
 

@@ -381,6 +381,27 @@ def measure_in(tree: Path, script: Path, function: str, *args: Any) -> dict[str,
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def against_pairs(script: Path, args: tuple[Any, ...], against: Path | None, pairs: int) -> dict[str, Any]:
+    """``measure(*args)`` of ``script`` on this checkout and, given ``against``, on that one
+    too, ``pairs`` times in alternating order (each in a fresh interpreter): every run, the
+    medians of each tree's ``cpu_ms_p50`` and ``wall_ms_p50``, and this / against."""
+    trees = {"this": ROOT} | ({"against": against.resolve()} if against else {})
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for n in range(pairs if against else 1):
+        for name in (list(trees) if n % 2 == 0 else list(trees)[::-1]):
+            runs[name].append(measure_in(trees[name], script, "measure", *args))
+            print(f"pair {n + 1}, {name}: {json.dumps(runs[name][-1])}", flush=True)
+    result: dict[str, Any] = {"pairs": len(runs["this"]), "against": str(trees.get("against", "")),
+                              "runs": runs}
+    for name, figures in runs.items():
+        for key in ("cpu_ms_p50", "wall_ms_p50"):
+            result[f"{name}_{key}"] = statistics.median(f[key] for f in figures)
+    if against:
+        result["cpu_ratio"] = result["this_cpu_ms_p50"] / result["against_cpu_ms_p50"]
+        result["wall_ratio"] = result["this_wall_ms_p50"] / result["against_wall_ms_p50"]
+    return result
+
+
 def keep(result: dict[str, Any], out: Path, name: str) -> Path:
     """Write a benchmark's ``result`` (holding its ``machine()``) as
     ``<out>/<name>-<UTC time>-<commit>.json``; the path."""
